@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up everything the tests need and run them: the README's test command, and what .ci/run runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+bash scripts/paddle_env.sh
+ruff check src tests scripts
+ruff format --check src tests scripts
+export MOBILEZOO_PADDLE_PYTHON="$PWD/.cache/paddle-env/bin/python"
+python3 -m pytest "$@"

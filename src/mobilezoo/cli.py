@@ -1,0 +1,194 @@
+"""``mobilezoo`` command line: a thin layer over the library (each command calls one public function)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import _table
+
+
+def _add_format(p: argparse.ArgumentParser, default: str = "table") -> None:
+    p.add_argument("--format", choices=_table.FORMATS, default=default, help="output format (default: %(default)s)")
+
+
+def _model_rows(names: Sequence[str]) -> list[dict]:
+    from .models import create_model, get_entry
+    from .profile import count_macs, count_params
+    from .reference import reference_row
+
+    rows, cache = [], {}
+    for name in names:
+        e = get_entry(name)
+        if e.arch not in cache:
+            m = create_model(e.arch)
+            cache[e.arch] = (count_params(m), count_macs(m))
+        params, macs = cache[e.arch]
+        ref = reference_row(name) if e.paddle_arch or e.weights_tag else None
+        rows.append(
+            {
+                "name": e.name,
+                "family": e.family,
+                "arch": e.arch if e.arch != e.name else "",
+                "params_M": params / 1e6,
+                "MACs_M": macs / 1e6,
+                "ref_top1": ref.get("top1") if ref else None,
+                "ref_FLOPs_G": ref.get("flops_g") if ref else None,
+            }
+        )
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    names = list_models(args.pattern, family=args.family)
+    if args.pretrained:
+        from .models import get_entry
+        from .weights.hub import paddle_url
+
+        names = [n for n in names if paddle_url(get_entry(n))]
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    rows = _model_rows(names)
+    if args.pretrained:
+        from .models import get_entry
+        from .weights.hub import paddle_url
+
+        for r in rows:
+            r["url"] = paddle_url(get_entry(r["name"]))
+    title = "mobilezoo models (params: trainable; MACs: conv+linear at 224x224, FLOPs = 2 x MACs; ref: PaddleClas)"
+    _table.render(rows, args.format, title=title)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import create_model, get_entry
+    from .profile import block_table, profile_model
+    from .reference import reference_row
+    from .weights.hub import paddle_url
+
+    e = get_entry(args.name)
+    model = create_model(e.arch)
+    prof = profile_model(model, input_size=args.input_size)
+    ref = reference_row(e.name) if e.paddle_arch or e.weights_tag else None
+    info = {
+        "name": e.name,
+        "family": e.family,
+        "architecture": e.arch,
+        "aliases": list(e.aliases),
+        "config": repr(e.config),
+        "source": e.source,
+        "paddleclas_constructor": e.paddle_arch,
+        "pretrained": paddle_url(e) or "none published",
+        "params (trainable)": prof.params,
+        "MACs (conv+linear)": prof.macs,
+        "FLOPs (= 2 x MACs)": prof.flops,
+        "memory access cost (bytes)": prof.mem_access_bytes,
+        "peak activation memory (bytes, batch 1, eager)": prof.peak_activation_bytes,
+        "weights size fp32/fp16/int8 (bytes)": [prof.size_fp32_bytes, prof.size_fp16_bytes, prof.size_int8_bytes],
+        "num_features": model.num_features,
+        "default_cfg": model.default_cfg,
+        "reference (PaddleClas tables)": ref,
+        "notes": e.notes or None,
+    }
+    blocks = block_table(model, prof)
+    if args.format == "json":
+        print(json.dumps({**info, "blocks": blocks}, indent=2, default=list))
+        return 0
+    for k, v in info.items():
+        if v not in (None, [], ""):
+            print(f"{k}: {v}")
+    print()
+    _table.render(blocks, args.format, title=f"{e.arch} blocks at {args.input_size}x{args.input_size}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .models import create_model, list_models
+    from .profile import profile_model
+
+    names = list_models(archs_only=True) if args.models == ["all"] else args.models
+    rows = []
+    for name in names:
+        model = create_model(name)
+        p = profile_model(model, input_size=args.input_size, batch_size=args.batch_size, name=name)
+        if args.per_layer:
+            layer_rows = [
+                {
+                    "layer": s.name,
+                    "type": s.type,
+                    "out_shape": s.out_shape,
+                    "params": s.params,
+                    "MACs": s.macs,
+                    "bytes_read": s.bytes_read,
+                    "bytes_written": s.bytes_written,
+                    "FLOPs_per_byte": round(s.intensity, 3),
+                }
+                for s in p.layers
+            ]
+            _table.render(layer_rows, args.format, title=f"{name} per layer")
+        rows.append(
+            {
+                "model": name,
+                "params_M": p.params / 1e6,
+                "MACs_M": p.macs / 1e6,
+                "FLOPs_M": p.flops / 1e6,
+                "mem_access_MB": p.mem_access_bytes / 1e6,
+                "peak_act_MB": p.peak_activation_bytes / 1e6,
+                "fp32_MB": p.size_fp32_bytes / 1e6,
+                "fp16_MB": p.size_fp16_bytes / 1e6,
+                "int8_MB": p.size_int8_bytes / 1e6,
+            }
+        )
+    size = f"{args.batch_size}x3x{args.input_size}x{args.input_size}"
+    _table.render(rows, args.format, title=f"profile at {size} (MACs: conv+linear; FLOPs = 2 x MACs)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="mobilezoo", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"mobilezoo {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the zoo as a table")
+    p.add_argument("pattern", nargs="?", default=None, help="glob on names, e.g. '*ssld*'")
+    p.add_argument("--family", default=None)
+    p.add_argument("--pretrained", action="store_true", help="only names with a published checkpoint, with URLs")
+    _add_format(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="one model in full")
+    p.add_argument("name")
+    p.add_argument("--input-size", type=int, default=224)
+    _add_format(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("profile", help="params, MACs, memory access cost, peak memory, file sizes")
+    p.add_argument("models", nargs="+", help="model names, or 'all'")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--per-layer", action="store_true", help="also print each model's per-layer table")
+    _add_format(p)
+    p.set_defaults(func=cmd_profile)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .models import UnknownModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UnknownModelError, FileNotFoundError, ValueError) as e:
+        print(f"mobilezoo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""One registry, one ``create_model``.
+
+Family files register their variants here by name (``register``). Each published PaddleClas name is an entry; the
+``_ssld`` / ``_int8`` names are entries whose ``arch`` is the base architecture (they differ only in weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "ModelEntry",
+    "UnknownModelError",
+    "create_model",
+    "get_entry",
+    "list_families",
+    "list_models",
+    "register",
+    "register_weights_variant",
+]
+
+
+class UnknownModelError(KeyError):
+    """Raised for a name that is not in the registry; the message names the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    config: Any
+    arch: str = ""
+    aliases: tuple[str, ...] = ()
+    paddle_arch: str | None = None
+    """PaddleClas constructor that builds the same network (None: not in PaddleClas)."""
+    paddle_keymap: Callable[[nn.Module], dict[str, str]] | None = None
+    """Module path in our model -> module path in PaddleClas's state dict."""
+    weights_tag: str | None = None
+    source: str = "paddleclas"
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_arch(self) -> bool:
+        return self.arch == self.name
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_LOOKUP: dict[str, str] = {}  # normalised name / alias -> canonical name
+_FAMILY_MODULES = (
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "shufflenet_v1",
+    "shufflenet_v2",
+    "ghostnet",
+)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if not entry.arch:
+        object.__setattr__(entry, "arch", entry.name)
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} registered twice")
+    _REGISTRY[entry.name] = entry
+    for key in (entry.name, *entry.aliases):
+        k = _norm(key)
+        other = _LOOKUP.get(k)
+        if other is not None and other != entry.name:
+            raise ValueError(f"alias {key!r} of {entry.name!r} already names {other!r}")
+        _LOOKUP[k] = entry.name
+    return entry
+
+
+def register_weights_variant(base: ModelEntry, name: str, tag: str, aliases: tuple[str, ...] = ()) -> ModelEntry:
+    """Register a published name that is ``base``'s architecture with other weights (``_ssld``, ``_ssld_int8``)."""
+    return register(dataclasses.replace(base, name=name, arch=base.name, aliases=aliases, weights_tag=tag))
+
+
+def _ensure_loaded() -> None:
+    if _REGISTRY:
+        return
+    import importlib
+
+    for mod in _FAMILY_MODULES:
+        importlib.import_module(f"mobilezoo.models.{mod}")
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Resolve a canonical name, a PaddleClas name, a lower-case or timm/torchvision-style alias."""
+    _ensure_loaded()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    canon = _LOOKUP.get(_norm(name))
+    if canon is not None:
+        return _REGISTRY[canon]
+    candidates = list(_REGISTRY) + [a for e in _REGISTRY.values() for a in e.aliases]
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.4)
+    if not close:
+        close = difflib.get_close_matches(name.lower(), [c.lower() for c in candidates], n=5, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}.{hint} See `mobilezoo list` for all {len(_REGISTRY)} names.")
+
+
+def list_models(pattern: str | None = None, *, family: str | None = None, archs_only: bool = False) -> list[str]:
+    """Registered names, in family/table order; ``pattern`` is a case-insensitive glob (``'*ssld*'``)."""
+    _ensure_loaded()
+    out = []
+    for name, e in _REGISTRY.items():
+        if family and e.family.lower() != family.lower():
+            continue
+        if archs_only and not e.is_arch:
+            continue
+        if pattern and not fnmatch.fnmatch(name.lower(), pattern.lower()):
+            if not any(fnmatch.fnmatch(a.lower(), pattern.lower()) for a in e.aliases):
+                continue
+        out.append(name)
+    return out
+
+
+def list_families() -> list[str]:
+    _ensure_loaded()
+    return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    pretrained: bool | str | Path = False,
+    in_chans: int = 3,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a zoo network by name.
+
+    ``pretrained``: False; True (the published checkpoint for this name, downloaded once into the cache); or a
+    path/URL to a ``.pdparams`` / ``.pth`` / ``.safetensors`` file or a ``save_pretrained`` directory.
+    Extra keyword arguments go to the family builder (e.g. ``drop_rate``, ``small_input``).
+    """
+    entry = get_entry(name)
+    if pretrained is not False and pretrained is not None:
+        from ..weights import apply_pretrained  # local import: weights builds on models
+
+        return apply_pretrained(entry, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model = entry.builder(entry.config, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.model_name = entry.name
+    return model

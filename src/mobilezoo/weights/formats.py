@@ -1,0 +1,160 @@
+"""Reading checkpoint files safely: ``.pdparams`` (without paddle), ``.pt/.pth``, ``.safetensors``.
+
+Nothing here unpickles arbitrary objects. A ``.pdparams`` file is a plain pickle of ``{name: numpy.ndarray}``; it is
+read by :class:`RestrictedUnpickler`, which resolves only the numpy array-reconstruction globals and refuses every
+other global (``os.system``, ``builtins.eval``, ...) with :class:`UnsafeCheckpointError`. ``.pt/.pth`` go through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "RestrictedUnpickler",
+    "UnsafeCheckpointError",
+    "detect_format",
+    "read_pdparams",
+    "read_state_dict",
+]
+
+PADDLE_NAME_TABLE_KEY = "StructuredToParameterName@@"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that asks for something other than numpy arrays and plain containers."""
+
+
+# (module, name) pairs a PaddlePaddle state-dict pickle may reference. numpy 2 moved numpy.core -> numpy._core.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): OrderedDict,
+}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ALLOWED_GLOBALS[(_mod, "_reconstruct")] = np._core.multiarray._reconstruct  # type: ignore[attr-defined]
+    _ALLOWED_GLOBALS[(_mod, "scalar")] = np._core.multiarray.scalar  # type: ignore[attr-defined]
+for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
+    _ALLOWED_GLOBALS[(_mod, "_frombuffer")] = np._core.numeric._frombuffer  # type: ignore[attr-defined]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that only builds numpy arrays, dicts, lists, tuples and plain scalars."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"refusing to load: the pickle asks for {module}.{name}, which is not a numpy array or plain "
+                "container. Only trusted PaddlePaddle state dicts (name -> ndarray) are accepted."
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError("refusing to load: pickle uses persistent ids (not a PaddlePaddle state dict)")
+
+
+def _to_tensor(value: Any, key: str, path: Path) -> torch.Tensor:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        value = value[1]  # paddle.save of a bare tensor: (internal_name, ndarray)
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise CheckpointError(f"{path}: tensor {key!r} has dtype object")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (int, float, np.generic)):
+        return torch.as_tensor(value)
+    raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
+
+
+def read_pdparams(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a PaddlePaddle ``.pdparams`` state dict without paddle, as ``{structured_name: tensor}``."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            obj = RestrictedUnpickler(f).load()
+    except UnsafeCheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path}: not a readable .pdparams file ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if k == PADDLE_NAME_TABLE_KEY:
+            continue
+        out[str(k)] = _to_tensor(v, str(k), path)
+    if not out:
+        raise CheckpointError(f"{path}: contains no tensors")
+    return out
+
+
+def detect_format(path: str | Path) -> str:
+    """'pdparams' | 'torch' | 'safetensors', from the suffix, else from the first bytes."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".pdparams":
+        return "pdparams"
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar"):
+        return "torch"
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK":
+        return "torch"  # torch's zip format
+    if head[:1] == b"\x80":
+        return "pdparams"  # a bare pickle
+    return "safetensors"
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or a training checkpoint holding one (``model``/``state_dict``/``ema``)."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state", "model_state_dict", "module"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return {k.removeprefix("module."): v for k, v in tensors.items()}
+    raise CheckpointError(f"{path}: no state dict found (top-level type {type(obj).__name__})")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Read any supported checkpoint file; returns ``(tensors, format)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    fmt = detect_format(path)
+    if fmt == "pdparams":
+        return read_pdparams(path), fmt
+    if fmt == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), fmt
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from None
+    try:
+        obj = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: refused by torch.load(weights_only=True): it holds objects other than tensors ({e})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    return _unwrap(obj, path), fmt

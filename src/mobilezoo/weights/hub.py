@@ -1,0 +1,140 @@
+"""Where published checkpoints live, and the cache that holds them once downloaded.
+
+PaddleClas 2.6 keeps each backbone's URL in its file's ``MODEL_URLS``: ``<host>/dygraph/legendary_models/<name>
+_pretrained.pdparams`` for MobileNetV1/V3 (``legendary_models``), ``<host>/dygraph/<name>_pretrained.pdparams`` for
+MobileNetV2, ShuffleNetV2 and GhostNet (``model_zoo``); ``use_ssld=True`` turns ``_pretrained`` into
+``_ssld_pretrained`` (``ppcls/utils/save_load.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..models.registry import ModelEntry
+
+__all__ = ["PADDLE_HOST", "DownloadError", "cache_dir", "download", "fetch_pretrained", "paddle_url"]
+
+PADDLE_HOST = "https://paddle-imagenet-models-name.bj.bcebos.com"
+_LEGENDARY = ("MobileNetV1", "MobileNetV3")
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def paddle_url(entry: ModelEntry) -> str | None:
+    """PaddleClas's download URL for this published name (None: PaddleClas publishes no ``.pdparams`` for it)."""
+    if entry.paddle_arch is None or (entry.weights_tag or "").endswith("int8"):
+        return None
+    sub = "dygraph/legendary_models" if entry.family in _LEGENDARY else "dygraph"
+    suffix = "_ssld_pretrained" if entry.weights_tag == "ssld" else "_pretrained"
+    return f"{PADDLE_HOST}/{sub}/{entry.paddle_arch}{suffix}.pdparams"
+
+
+def cache_dir() -> Path:
+    """``$MOBILEZOO_HOME``, else ``$XDG_CACHE_HOME/mobilezoo``, ``$TORCH_HOME/mobilezoo``, ``~/.cache/mobilezoo``."""
+    for var, sub in (("MOBILEZOO_HOME", ""), ("XDG_CACHE_HOME", "mobilezoo"), ("TORCH_HOME", "mobilezoo")):
+        v = os.environ.get(var)
+        if v:
+            return Path(v).expanduser() / sub if sub else Path(v).expanduser()
+    return Path.home() / ".cache" / "mobilezoo"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(
+    url: str,
+    dest: Path | None = None,
+    *,
+    sha256: str | None = None,
+    timeout: float = 10.0,
+    retries: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` into the cache once: resumable (HTTP Range on a ``.part`` file), atomic rename, verified.
+
+    Fails within ``timeout`` seconds per attempt with a message naming the URL, the file to place and where.
+    """
+    dest = dest or cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
+    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_err: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            _fetch(url, part, timeout=timeout, progress=progress)
+            if sha256 is not None:
+                got = _sha256(part)
+                if got != sha256:
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(f"{url}: sha256 mismatch (got {got}, expected {sha256}); partial file removed")
+            os.replace(part, dest)
+            return dest
+        except DownloadError:
+            raise
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            last_err = e
+            if isinstance(e, urllib.error.HTTPError) and e.code in (401, 403, 404, 410):
+                break
+            time.sleep(min(0.5 * 2**attempt, 2.0))
+    raise DownloadError(
+        f"could not download {url} ({type(last_err).__name__}: {last_err}).\n"
+        f"  Without network: fetch that file elsewhere and place it at {dest}\n"
+        f"  or pass a local file: create_model(name, pretrained='path/to/{dest.name}')."
+    )
+
+
+def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "mobilezoo"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        if have and resp.status != 206:
+            have = 0  # server ignored the range: restart
+        total = resp.headers.get("Content-Length")
+        total_n = int(total) + have if total is not None else None
+        mode = "ab" if have else "wb"
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_n, initial=have, unit="B", unit_scale=True, desc=part.name[:-5], leave=False)
+        try:
+            with part.open(mode) as f:
+                while True:
+                    chunk = resp.read(1 << 16)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    size = part.stat().st_size
+    if total_n is not None and size != total_n:
+        raise OSError(f"truncated transfer: {size} of {total_n} bytes")
+
+
+def fetch_pretrained(entry: ModelEntry) -> Path:
+    url = paddle_url(entry)
+    if url is None:
+        raise DownloadError(
+            f"{entry.name} has no published .pdparams checkpoint"
+            + (" (ShuffleNetV1 is not in PaddleClas)" if entry.paddle_arch is None else "")
+            + "; pass pretrained='path/to/file' with your own weights."
+        )
+    return download(url)

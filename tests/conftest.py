@@ -1,0 +1,71 @@
+"""Shared fixtures: the bundled data in ../shared, and the PaddleClas reference environment."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SPEC = SHARED / "spec"
+DATA = SHARED / "data"
+PADDLE_REF_SCRIPT = Path(__file__).parent / "paddle_ref" / "make_reference.py"
+
+
+def _paddle_python() -> Path | None:
+    env = os.environ.get("MOBILEZOO_PADDLE_PYTHON")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO / ".cache" / "paddle-env" / "bin" / "python")
+    return next((p for p in candidates if p.is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def paddle_python() -> Path:
+    py = _paddle_python()
+    if py is None:
+        msg = "PaddlePaddle reference environment missing: run `bash scripts/paddle_env.sh`"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # CI builds it; a missing env there is a failure, not a skip
+        pytest.skip(msg)
+    return py
+
+
+@pytest.fixture(scope="session")
+def paddle_refs(paddle_python: Path):
+    """Build every PaddleClas constructor once (random weights), cached by the generator script's hash.
+
+    Returns a function: constructor name -> folder with ``model.pdparams`` and ``io.npz``.
+    """
+    from mobilezoo.models import get_entry, list_models
+
+    names = sorted({get_entry(n).paddle_arch for n in list_models() if get_entry(n).paddle_arch})
+    key = hashlib.sha256(PADDLE_REF_SCRIPT.read_bytes()).hexdigest()[:12]
+    root = REPO / ".cache" / "paddle_ref" / key
+    todo = [n for n in names if not (root / n / "io.npz").is_file()]
+
+    def build(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        cmd = [str(paddle_python), str(PADDLE_REF_SCRIPT), name, str(root / name)]
+        return name, subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, res in pool.map(build, todo):
+            if res.returncode != 0:
+                pytest.fail(f"PaddleClas reference for {name} failed:\n{res.stderr[-3000:]}")
+    return lambda name: root / name
+
+
+@pytest.fixture(scope="session")
+def reference_csv() -> dict:
+    from mobilezoo.reference import reference_table
+
+    return reference_table()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilezoo", *args], capture_output=True, text=True, timeout=600)

@@ -1,0 +1,101 @@
+"""The model contract, parametrised over every registered architecture."""
+
+import pytest
+import torch
+
+import mobilezoo as mz
+from mobilezoo.models import list_models
+
+ARCHS = list_models(archs_only=True)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request):
+    torch.manual_seed(0)
+    return mz.create_model(request.param).eval()
+
+
+def test_forward_224_and_small_resolutions(model):
+    with torch.no_grad():
+        for size in (224, 96, 32):  # the MobileNet resolution multiplier: any input >= 32
+            y = model(torch.randn(2, 3, size, size))
+            assert y.shape == (2, 1000) and torch.isfinite(y).all(), size
+        y = model(torch.randn(1, 3, 160, 128))  # non-square
+        assert y.shape == (1, 1000)
+
+
+def test_contract(model):
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.ndim == 4 and feats.shape[1] == model.num_features
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.head_hidden_size)
+        assert torch.equal(model.forward_head(feats), model(x))
+    cfg = model.default_cfg
+    assert cfg["input_size"] == (3, 224, 224) and cfg["interpolation"] == "bilinear"
+    assert cfg["resize_short"] == 256 and cfg["crop_size"] == 224
+    assert len(cfg["mean"]) == 3 and len(cfg["std"]) == 3
+    assert model.get_submodule(cfg["first_conv"]).in_channels == 3
+    assert model.get_submodule(cfg["classifier"]).out_features == 1000
+
+
+def test_eval_is_deterministic(model):
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_backward_reaches_every_parameter(model):
+    import copy
+
+    m = copy.deepcopy(model).train()
+    m(torch.randn(2, 3, 64, 64)).logsumexp(1).sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_script_trace_export(model):
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        scripted = torch.jit.script(model)
+        torch.testing.assert_close(scripted(x), ref, rtol=1e-5, atol=1e-5)
+        traced = torch.jit.trace(model, x)
+        torch.testing.assert_close(traced(x), ref, rtol=1e-5, atol=1e-5)
+    ep = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["MobileNetV3_small_x1_0", "ShuffleNetV2_x0_5", "GhostNet_x0_5", "ShuffleNetV1_g3_x0_5"]
+)
+def test_num_classes_in_chans_and_reset(name):
+    m = mz.create_model(name, num_classes=10, in_chans=1).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+        m.reset_classifier(5)
+        assert m(torch.randn(2, 1, 64, 64)).shape == (2, 5)
+        assert m.default_cfg["num_classes"] == 5
+        m.reset_classifier(0)
+        assert m(torch.randn(2, 1, 64, 64)).shape == (2, m.head_hidden_size)
+
+
+def test_small_input_option_keeps_resolution():
+    m = mz.create_model("MobileNetV2_x1_0", num_classes=10, small_input=True).eval()
+    with torch.no_grad():
+        assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 2  # stride 16 instead of 32
+
+
+def test_mobilenetv3_dropout_is_paddles_downscale_in_infer():
+    from mobilezoo.models.layers import DownscaleDropout
+
+    d = DownscaleDropout(0.2)
+    x = torch.ones(10000)
+    d.eval()
+    assert torch.equal(d(x), x * 0.8)  # inference scales by (1 - p)
+    d.train()
+    y = d(x)
+    assert set(y.unique().tolist()) <= {0.0, 1.0}  # training drops without rescaling
+    assert 0.75 < y.mean() < 0.85

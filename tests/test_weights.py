@@ -1,0 +1,103 @@
+"""Safe loading of untrusted files, format detection and save_pretrained round trips (no paddle needed)."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import mobilezoo as mz
+from mobilezoo.weights import (
+    CheckpointError,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    read_pdparams,
+    save_pretrained,
+)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pdparams_asking_for_os_system_is_refused(tmp_path):
+    f = tmp_path / "evil.pdparams"
+    f.write_bytes(pickle.dumps({"conv.conv.weight": np.zeros((1,), "float32"), "x": _Evil()}, protocol=4))
+    with pytest.raises(UnsafeCheckpointError, match=r"posix\.system|os\.system"):
+        read_pdparams(f)
+    with pytest.raises(UnsafeCheckpointError):
+        mz.create_model("MobileNetV1_x0_25", pretrained=f)
+
+
+def test_pdparams_plain_dict_and_tuple_entries(tmp_path):
+    f = tmp_path / "ok.pdparams"
+    arr = np.arange(6, dtype="float32").reshape(2, 3)
+    state = {"a": arr, "b": ("linear_0.w_0", arr), "StructuredToParameterName@@": {"a": "x"}}
+    f.write_bytes(pickle.dumps(state, protocol=4))
+    out = read_pdparams(f)
+    assert set(out) == {"a", "b"}
+    assert torch.equal(out["b"], torch.from_numpy(arr))
+
+
+def test_truncated_and_garbage_files_fail_clearly(tmp_path):
+    m = tmp_path / "m.pdparams"
+    m.write_bytes(pickle.dumps({"a": np.zeros((100,), "float32")}, protocol=4)[:50])
+    with pytest.raises(CheckpointError, match=r"not a readable \.pdparams"):
+        read_pdparams(m)
+    g = tmp_path / "g.safetensors"
+    g.write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        mz.create_model("MobileNetV1_x0_25", pretrained=g)
+    with pytest.raises(FileNotFoundError):
+        mz.create_model("MobileNetV1_x0_25", pretrained=tmp_path / "absent.pth")
+
+
+def test_pth_with_arbitrary_object_is_refused(tmp_path):
+    f = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "obj": _Evil()}, f)
+    with pytest.raises(UnsafeCheckpointError, match="weights_only"):
+        mz.create_model("MobileNetV1_x0_25", pretrained=f)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_own_state_dict_round_trip(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    m = mz.create_model("GhostNet_x0_5", num_classes=7).eval()
+    f = tmp_path / f"w{suffix}"
+    sd = m.state_dict()
+    torch.save({"model": sd, "epoch": 3}, f) if suffix == ".pth" else save_file(sd, str(f))
+    m2 = mz.create_model("GhostNet_x0_5", num_classes=7, pretrained=f).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+
+
+def test_mismatched_own_checkpoint(tmp_path):
+    f = tmp_path / "w.pth"
+    torch.save(mz.create_model("MobileNetV2_x0_5").state_dict(), f)
+    with pytest.raises(CheckpointMismatchError, match="wrong shape"):
+        mz.create_model("MobileNetV2_x1_0", pretrained=f)
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    m = mz.create_model("MobileNetV3_small_x0_5", num_classes=3).eval()
+    save_pretrained(m, tmp_path / "ft", class_names=["a", "b", "c"])
+    assert {p.name for p in (tmp_path / "ft").iterdir()} == {"model.safetensors", "config.json"}
+    m2 = mz.create_model("MobileNetV3_small_x0_5", num_classes=3, pretrained=tmp_path / "ft").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert m2.class_names == ["a", "b", "c"]
+    with pytest.raises(CheckpointMismatchError, match="holds a MobileNetV3_small_x0_5"):
+        mz.create_model("GhostNet_x1_0", pretrained=tmp_path / "ft")
+
+
+def test_in_chans_adapted_from_rgb_checkpoint(tmp_path):
+    f = tmp_path / "w.pth"
+    rgb = mz.create_model("MobileNetV1_x0_25")
+    torch.save(rgb.state_dict(), f)
+    gray = mz.create_model("MobileNetV1_x0_25", in_chans=1, pretrained=f)
+    torch.testing.assert_close(gray.stem.conv.weight, rgb.stem.conv.weight.sum(1, keepdim=True))
