@@ -79,3 +79,15 @@ def test_other_class_count_keeps_backbone_and_says_so(paddle_refs, caplog):
     for k, v in full.state_dict().items():
         if not k.startswith("head.fc"):
             assert torch.equal(v, ten.state_dict()[k]), k
+
+
+def test_convert_cli_from_pdparams(paddle_refs, tmp_path):
+    from mobilezoo.cli import main
+
+    ref = paddle_refs("GhostNet_x0_5")
+    out = tmp_path / "ghost"
+    assert main(["convert", str(ref / "model.pdparams"), "--model", "GhostNet_x0_5", "-o", str(out)]) == 0
+    io = np.load(ref / "io.npz")
+    m = mz.create_model("GhostNet_x0_5", pretrained=out).eval()
+    with torch.no_grad():
+        assert _rel_err(m(torch.from_numpy(io["x"])).numpy(), io["logits"]) < 1e-4

@@ -101,3 +101,39 @@ def test_in_chans_adapted_from_rgb_checkpoint(tmp_path):
     torch.save(rgb.state_dict(), f)
     gray = mz.create_model("MobileNetV1_x0_25", in_chans=1, pretrained=f)
     torch.testing.assert_close(gray.stem.conv.weight, rgb.stem.conv.weight.sum(1, keepdim=True))
+
+
+def test_weight_catalog_counts_match_the_networks(reference_csv):
+    from mobilezoo.profile import count_macs, count_params
+    from mobilezoo.weights.catalog import list_weights, weights_info
+
+    entries = list_weights()
+    assert len(entries) == 36  # the 37 published names less the int8 inference model
+    assert {w.name for w in entries} | {"MobileNetV3_large_x1_0_ssld_int8"} == {
+        mz.get_entry(n).name for n in reference_csv
+    }
+    for w in entries:
+        m = mz.create_model(w.name)
+        assert count_params(m) == w.params, w.name
+        assert count_macs(m) == w.macs, w.name
+        assert w.top1 == reference_csv[next(n for n in reference_csv if mz.get_entry(n).name == w.name)]["top1"]
+        assert w.transforms.resize_short == 256 and w.transforms.crop_size == 224
+        assert w.transforms.interpolation == "bilinear" and w.file_name == w.url.rsplit("/", 1)[-1]
+        assert m.default_cfg["resize_short"] == w.transforms.resize_short
+    assert weights_info("MobileNetV3_large_x1_0_ssld").url.endswith("MobileNetV3_large_x1_0_ssld_pretrained.pdparams")
+    assert weights_info("ShuffleNetV1_g3_x1_0") is None
+
+
+def test_convert_cli_round_trip(tmp_path):
+    from mobilezoo.cli import main
+
+    src = tmp_path / "ft.pth"
+    m = mz.create_model("MobileNetV2_x0_5", num_classes=4).eval()
+    torch.save({"state_dict": m.state_dict()}, src)
+    out = tmp_path / "ft.safetensors"
+    assert main(["convert", str(src), "--model", "MobileNetV2_x0_5", "--num-classes", "4", "-o", str(out)]) == 0
+    m2 = mz.create_model("MobileNetV2_x0_5", num_classes=4, pretrained=out).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert main(["convert", str(src), "--model", "MobileNetV2_x1_0", "--num-classes", "4", "-o", str(out)]) == 2

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import _table
 
@@ -46,22 +47,71 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, family=args.family)
     if args.pretrained:
-        from .models import get_entry
-        from .weights.hub import paddle_url
-
-        names = [n for n in names if paddle_url(get_entry(n))]
+        return _list_pretrained(names, args.format)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
         return 1
-    rows = _model_rows(names)
-    if args.pretrained:
-        from .models import get_entry
-        from .weights.hub import paddle_url
-
-        for r in rows:
-            r["url"] = paddle_url(get_entry(r["name"]))
     title = "mobilezoo models (params: trainable; MACs: conv+linear at 224x224, FLOPs = 2 x MACs; ref: PaddleClas)"
-    _table.render(rows, args.format, title=title)
+    _table.render(_model_rows(names), args.format, title=title)
+    return 0
+
+
+def _list_pretrained(names: Sequence[str], fmt: str) -> int:
+    from .weights.catalog import weights_info
+    from .weights.hub import cache_dir, load_index
+
+    index = load_index()
+    rows = []
+    for name in names:
+        w = weights_info(name)
+        if w is None:
+            continue
+        pinned = index.get(w.url, {})
+        rows.append(
+            {
+                "name": w.name,
+                "arch": w.arch,
+                "top1": w.top1,
+                "top5": w.top5,
+                "params": w.params,
+                "MACs": w.macs,
+                "file": w.file_name,
+                "sha256": w.sha256 or pinned.get("sha256", "")[:16] or "(pinned at first download)",
+                "cached": (cache_dir() / "converted" / f"{w.name}.safetensors").is_file(),
+                "url": w.url,
+            }
+        )
+    if not rows:
+        print("no published checkpoint matches", file=sys.stderr)
+        return 1
+    t = w.transforms
+    title = (
+        f"PaddleClas checkpoints ({w.dataset}; eval: resize {t.resize_short} {t.interpolation}, "
+        f"crop {t.crop_size}, ImageNet mean/std; license {w.license})"
+    )
+    _table.render(rows, fmt, title=title)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Any supported checkpoint -> safetensors in mobilezoo's names (or a save_pretrained directory)."""
+    from .models import get_entry
+    from .weights import load_weights, save_pretrained
+
+    entry = get_entry(args.model)
+    model = entry.builder(entry.config, num_classes=args.num_classes)
+    model.model_name = entry.name
+    report = load_weights(model, entry, args.src, source=args.source)
+    out = args.output
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), {"model_name": entry.name})
+    else:
+        save_pretrained(model, out)
+    n = len(model.state_dict())
+    print(f"{args.src} -> {out}: {entry.name}, {n} tensors" + (f" ({report.describe()})" if not report.ok else ""))
     return 0
 
 
@@ -163,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("convert", help="convert a .pdparams/.pth/.safetensors checkpoint to mobilezoo safetensors")
+    p.add_argument("src", type=Path)
+    p.add_argument("--model", required=True, help="the zoo architecture the checkpoint is for")
+    p.add_argument("-o", "--output", type=Path, required=True, help="out.safetensors, or a directory (save_pretrained)")
+    p.add_argument("--source", choices=("auto", "paddle", "mobilezoo", "torchvision", "timm"), default="auto")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.set_defaults(func=cmd_convert)
+
     p = sub.add_parser("info", help="one model in full")
     p.add_argument("name")
     p.add_argument("--input-size", type=int, default=224)
@@ -185,9 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UnknownModelError, FileNotFoundError, ValueError) as e:
+    except (UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:  # CheckpointError, DownloadError
         print(f"mobilezoo: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mobilezoo list | head`
+        return 0
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def _resolve(pretrained: Any, entry: ModelEntry) -> Path:
     if pretrained is True:
         from .hub import fetch_pretrained
 
-        return fetch_pretrained(entry)
+        return fetch_pretrained(entry)  # converted safetensors, in our names
     s = str(pretrained)
     if s.startswith(("http://", "https://")):
         from .hub import download

@@ -9,6 +9,8 @@ MobileNetV2, ShuffleNetV2 and GhostNet (``model_zoo``); ``use_ssld=True`` turns 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import time
 import urllib.error
@@ -33,7 +35,8 @@ def paddle_url(entry: ModelEntry) -> str | None:
         return None
     sub = "dygraph/legendary_models" if entry.family in _LEGENDARY else "dygraph"
     suffix = "_ssld_pretrained" if entry.weights_tag == "ssld" else "_pretrained"
-    return f"{PADDLE_HOST}/{sub}/{entry.paddle_arch}{suffix}.pdparams"
+    host = os.environ.get("MOBILEZOO_WEIGHTS_HOST", PADDLE_HOST).rstrip("/")  # a mirror of PaddleClas's bucket
+    return f"{host}/{sub}/{entry.paddle_arch}{suffix}.pdparams"
 
 
 def cache_dir() -> Path:
@@ -84,7 +87,7 @@ def download(
             return dest
         except DownloadError:
             raise
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, short reads
             last_err = e
             if isinstance(e, urllib.error.HTTPError) and e.code in (401, 403, 404, 410):
                 break
@@ -129,12 +132,64 @@ def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> None:
         raise OSError(f"truncated transfer: {size} of {total_n} bytes")
 
 
-def fetch_pretrained(entry: ModelEntry) -> Path:
-    url = paddle_url(entry)
-    if url is None:
+def _index_path() -> Path:
+    return cache_dir() / "index.json"
+
+
+def load_index() -> dict[str, dict]:
+    """The user-level cache index: per URL, the pinned sha256/size of the download and of its safetensors."""
+    try:
+        return json.loads(_index_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _pin(url: str, record: dict) -> None:
+    idx = load_index()
+    idx[url] = {**idx.get(url, {}), **record}
+    path = _index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".index.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(idx, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def fetch_pretrained(entry: ModelEntry, *, timeout: float = 10.0) -> Path:
+    """The published checkpoint of ``entry`` as a safetensors file in mobilezoo's names.
+
+    First call: download the ``.pdparams`` (resumable, size-checked, sha256-verified against the catalog or the
+    digest pinned by an earlier download), convert it once to ``converted/<name>.safetensors`` and pin both digests
+    in ``index.json``. Later calls verify and load the converted file without touching the network.
+    """
+    from . import load_weights
+    from .catalog import weights_info
+    from .formats import CheckpointError
+
+    info = weights_info(entry.name)
+    if info is None:
         raise DownloadError(
             f"{entry.name} has no published .pdparams checkpoint"
             + (" (ShuffleNetV1 is not in PaddleClas)" if entry.paddle_arch is None else "")
             + "; pass pretrained='path/to/file' with your own weights."
         )
-    return download(url)
+    record = load_index().get(info.url, {})
+    converted = cache_dir() / "converted" / f"{info.name}.safetensors"
+    if converted.is_file() and record.get("safetensors_sha256") == _sha256(converted):
+        return converted
+    raw = download(info.url, sha256=info.sha256 or record.get("sha256"), timeout=timeout)
+    digest = _sha256(raw)
+    model = entry.builder(entry.config)
+    try:
+        load_weights(model, entry, raw, source="paddle")
+    except CheckpointError as e:
+        raw.unlink(missing_ok=True)  # never keep a file that does not load
+        raise DownloadError(f"{info.url} downloaded but is not a usable checkpoint: {e}") from None
+    from safetensors.torch import save_file
+
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    tmp = converted.with_name(f".{converted.name}.{os.getpid()}.tmp")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"model_name": entry.name, "source_url": info.url, "source_sha256": digest})
+    os.replace(tmp, converted)
+    _pin(info.url, {"sha256": digest, "size": raw.stat().st_size, "safetensors_sha256": _sha256(converted)})
+    return converted
