@@ -113,9 +113,11 @@ def test_create_model_pretrained_torchvision_downloads_the_enum_url(tmp_path, mo
     path = tmp_path / "shufflenetv2_x0.5.pth"
     torch.save(theirs.state_dict(), path)
     urls = []
-    monkeypatch.setattr(hub, "download", lambda url: urls.append(url) or path)
+    monkeypatch.setattr(hub, "download", lambda url, sha256=None: urls.append((url, sha256)) or path)
     ours = mz.create_model("ShuffleNetV2_x0_5", pretrained="torchvision").eval()
-    assert urls == [torchvision.models.ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1.url]
+    url = torchvision.models.ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1.url
+    assert urls == [(url, "f707e7126e")]  # verified against the digest prefix in torchvision's file name
+    assert url.endswith("-f707e7126e.pth")
     x = _x()
     with torch.no_grad():
         assert _rel(ours(x), theirs(x)) < TOL
@@ -183,7 +185,7 @@ def test_non_equivalent_raises_with_reason(name, source, says, monkeypatch):
     entry = mz.get_entry(name)
     with pytest.raises(CheckpointError, match=f"{name} has no {source} equivalent.*{says}"):
         convert_foreign(mz.create_model(name), entry, {}, source)
-    monkeypatch.setattr(hub, "download", lambda url: pytest.fail(f"downloaded {url}"))
+    monkeypatch.setattr(hub, "download", lambda url, sha256=None: pytest.fail(f"downloaded {url}"))
     with pytest.raises(CheckpointError, match=says):
         fetch_foreign(entry, source)
 

@@ -36,6 +36,18 @@ def test_same_logits_as_paddleclas(paddle_refs, paddle_name):
         out = model(torch.from_numpy(io["x"])).numpy()
     assert _rel_err(out, io["logits"]) < 1e-4
     assert "paddle" not in sys.modules
+    # the comparison must be able to fail: the reference depends on its input, and swapping two same-shaped BN
+    # running variances (what a misnamed tensor would do) moves the logits far beyond the tolerance
+    assert _rel_err(io["logits"][0], io["logits"][1]) > 0.05
+    sd = model.state_dict()
+    by_shape: dict = {}
+    for k in (k for k in sd if k.endswith("running_var")):
+        by_shape.setdefault(tuple(sd[k].shape), []).append(k)
+    a, b = next(v for v in by_shape.values() if len(v) > 1)[:2]
+    sd[a], sd[b] = sd[b].clone(), sd[a].clone()
+    model.load_state_dict(sd)
+    with torch.no_grad():
+        assert _rel_err(model(torch.from_numpy(io["x"])).numpy(), io["logits"]) > 1e-3
 
 
 def _rewrite(src, dst, edit):

@@ -119,6 +119,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .models import create_model, get_entry
     from .profile import block_table, profile_model
     from .reference import reference_row
+    from .weights.ecosystems import peer_notes
     from .weights.hub import paddle_url
 
     e = get_entry(args.name)
@@ -144,6 +145,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "default_cfg": model.default_cfg,
         "reference (PaddleClas tables)": ref,
         "notes": e.notes or None,
+        "torchvision / timm": peer_notes(e),
     }
     blocks = block_table(model, prof)
     if args.format == "json":

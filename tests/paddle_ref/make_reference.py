@@ -98,6 +98,21 @@ def main() -> None:
         new[k] = paddle.to_tensor(np.asarray(a, dtype="float32"))
     model.set_state_dict(new)
 
+    # Random BN statistics alone make deep nets nearly input-independent (every layer re-centres on the wrong mean),
+    # and then a swapped tensor hardly moves the logits. So: calibrate the statistics on a random batch (momentum 0
+    # turns running stats into batch stats), then jitter them. Logits then depend on the input and every tensor.
+    bns = [m for m in model.sublayers() if hasattr(m, "_mean") and hasattr(m, "_variance") and hasattr(m, "_momentum")]
+    for m in bns:
+        m._momentum = 0.0
+    model.train()
+    with paddle.no_grad():
+        model(paddle.to_tensor(rng.standard_normal((4, 3, args.size, args.size)).astype("float32")))
+    model.eval()
+    for m in bns:
+        var = m._variance.numpy()
+        m._mean.set_value((m._mean.numpy() + rng.normal(0, 0.1, var.shape) * np.sqrt(var)).astype("float32"))
+        m._variance.set_value((var * rng.uniform(0.75, 1.25, var.shape)).astype("float32"))
+
     x = rng.standard_normal((args.batch, 3, args.size, args.size)).astype("float32")
     with paddle.no_grad():
         logits = model(paddle.to_tensor(x)).numpy()

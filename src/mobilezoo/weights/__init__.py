@@ -55,7 +55,12 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: str | Path, *, sourc
     """
     src, fmt = read_state_dict(path)
     if source == "auto":
-        source = "paddle" if fmt == "pdparams" or _looks_paddle(src) else "mobilezoo"
+        if fmt == "pdparams" or _looks_paddle(src):
+            source = "paddle"
+        elif "conv1.0.weight" in src and any(k.startswith("stage2.0.branch") for k in src):
+            source = "torchvision"  # torchvision's ShuffleNetV2 layout
+        else:
+            source = "mobilezoo"
     if source == "paddle":
         mapped, report = paddle_to_torch(model, entry, src)
     elif source == "mobilezoo":

@@ -8,6 +8,7 @@ weights are refused with the reason instead of being loaded approximately.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,4 +254,7 @@ def fetch_foreign(entry: ModelEntry, source: str) -> Path:
     from . import hub
 
     _check_source(source)
-    return hub.download(peer_url(_same_peer(entry, source)))
+    url = peer_url(_same_peer(entry, source))
+    # torchvision file names carry the first hex digits of the file's sha256 (torch.hub's convention)
+    digest = re.search(r"-([a-f0-9]{8,})\.", url.rsplit("/", 1)[-1]) if source == "torchvision" else None
+    return hub.download(url, sha256=digest.group(1) if digest else None)

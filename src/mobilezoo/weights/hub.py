@@ -67,10 +67,11 @@ def download(
 ) -> Path:
     """Download ``url`` into the cache once: resumable (HTTP Range on a ``.part`` file), atomic rename, verified.
 
-    Fails within ``timeout`` seconds per attempt with a message naming the URL, the file to place and where.
+    ``sha256`` may be a full hex digest or a prefix of one. Fails within ``timeout`` seconds per attempt with a
+    message naming the URL, the file to place and where.
     """
     dest = dest or cache_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+    if dest.is_file() and (sha256 is None or _sha256(dest).startswith(sha256)):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -80,7 +81,7 @@ def download(
             _fetch(url, part, timeout=timeout, progress=progress)
             if sha256 is not None:
                 got = _sha256(part)
-                if got != sha256:
+                if not got.startswith(sha256):  # a full digest, or a prefix (torchvision's file names)
                     part.unlink(missing_ok=True)
                     raise DownloadError(f"{url}: sha256 mismatch (got {got}, expected {sha256}); partial file removed")
             os.replace(part, dest)

@@ -1,0 +1,80 @@
+"""The one eval preprocessing, shared by training eval, prediction, export checks and serving.
+
+It is PaddleClas's ``ResizeImage(resize_short) -> CropImage(size) -> NormalizeImage -> ToCHWImage`` with its exact
+geometry: the short side goes to ``resize_short`` with both sides *rounded* (``int(round(side * scale))``), bilinear
+without antialiasing (PaddleClas resizes with ``cv2.INTER_LINEAR``), then a center crop whose offsets are *floored*
+(``(side - crop) // 2``), then ``/255``, mean/std. (torchvision's ``Resize``/``CenterCrop`` truncate and round the
+other way, which shifts the crop by a pixel on odd sizes.) Pixel values differ from cv2's fixed-point resize by at
+most one level of 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from ..models.base import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["EvalPreprocess", "eval_preprocess"]
+
+_INTERP = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    resize_short: int = 256
+    crop_size: int = 224
+    interpolation: str = "bilinear"
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(w, h)`` after the short-side resize, rounded as PaddleClas does."""
+        scale = self.resize_short / min(width, height)
+        return round(width * scale), round(height * scale)  # PaddleClas: int(round(...))
+
+    def geometry(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 CHW -> uint8 CHW, resized and center-cropped."""
+        h, w = image.shape[-2:]
+        nw, nh = self.resized_size(w, h)
+        img = F.resize(image, [nh, nw], interpolation=_INTERP[self.interpolation], antialias=False)
+        c = self.crop_size
+        if nh < c or nw < c:
+            raise ValueError(f"resize_short={self.resize_short} is smaller than crop_size={c}")
+        top, left = (nh - c) // 2, (nw - c) // 2
+        return img[..., top : top + c, left : left + c]
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 CHW (or NCHW) -> float32, /255, mean/std."""
+        x = image.to(torch.float32).div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """An RGB PIL image or uint8 CHW tensor -> normalised float32 ``3 x crop x crop`` tensor."""
+        t = F.pil_to_tensor(image) if isinstance(image, Image.Image) else image
+        if t.dtype != torch.uint8:
+            raise TypeError(f"expected a uint8 image tensor, got {t.dtype}")
+        return self.normalize(self.geometry(t))
+
+
+def eval_preprocess(cfg: Mapping[str, Any] | Any | None = None, **overrides: Any) -> EvalPreprocess:
+    """The eval preprocessing of a model's ``default_cfg`` (or a model, or a dict, or defaults)."""
+    if cfg is not None and not isinstance(cfg, Mapping):
+        cfg = getattr(cfg, "default_cfg", None) or {}
+    cfg = dict(cfg or {})
+    keys = ("resize_short", "crop_size", "interpolation", "mean", "std")
+    kw = {k: cfg[k] for k in keys if k in cfg}
+    kw.update(overrides)
+    return EvalPreprocess(**kw)
