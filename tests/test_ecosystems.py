@@ -321,3 +321,13 @@ def test_absent_families():
 def test_timm_has_no_shufflenet():
     timm = pytest.importorskip("timm")
     assert timm.list_models("*shuffle*") == []
+
+
+def test_torchvision_file_is_recognised_without_naming_the_source(tmp_path):
+    theirs = _randomise(_peer_model("torchvision", "shufflenet_v2_x1_5"))
+    path = tmp_path / "shufflenetv2_x1_5.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = mz.create_model("ShuffleNetV2_x1_5", pretrained=path).eval()
+    x = _x()
+    with torch.no_grad():
+        assert _rel(ours(x), theirs(x)) < TOL

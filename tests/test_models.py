@@ -99,3 +99,26 @@ def test_mobilenetv3_dropout_is_paddles_downscale_in_infer():
     y = d(x)
     assert set(y.unique().tolist()) <= {0.0, 1.0}  # training drops without rescaling
     assert 0.75 < y.mean() < 0.85
+
+
+def test_fuse_bn_keeps_outputs(model):
+    import copy
+
+    from mobilezoo.models.fuse import fuse_bn
+
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial statistics, or a wrong formula would pass
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    x = torch.randn(2, 3, 64, 64)
+    fused = fuse_bn(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(fused(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -201,6 +201,58 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import runtime
+    from .data import ImageError, find_images, load_image
+
+    paths, problems = find_images(args.inputs)
+    if args.artifact:
+        rt = runtime.load(args.artifact, backend=args.backend, threads=args.threads)
+    else:
+        if not args.model:
+            raise ValueError("give --model NAME (with --ckpt FILE, or the published weights) or --artifact FILE")
+        if args.ckpt:
+            model = runtime.load_checkpoint_model(args.model, args.ckpt)
+        else:
+            from .models import create_model
+
+            model = create_model(args.model, pretrained=not args.random_weights)
+        rt = runtime.load(model, backend=args.backend, threads=args.threads)
+    images, sources = [], []
+    for p in paths:
+        try:
+            images.append(load_image(p, max_pixels=args.max_pixels))
+            sources.append(str(p))
+        except ImageError as e:
+            problems.append(str(e))
+    preds = rt.predict(images, topk=args.topk, batch_size=args.batch_size) if images else []
+    for pred, src in zip(preds, sources):
+        pred.source = src
+    if args.json:
+        print(json.dumps({"model": rt.model_name, "backend": rt.backend, "predictions": [p.as_dict() for p in preds],
+                          "errors": problems}, indent=2))  # fmt: skip
+    else:
+        for p in preds:
+            top = ", ".join(f"{n} ({s:.3f})" for n, s in zip(p.names, p.scores))
+            print(f"{p.source}: {top}")
+    for msg in problems:
+        print(f"mobilezoo: error: {msg}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .models import create_model
+    from .runtime import load_checkpoint_model
+
+    model = load_checkpoint_model(args.model, args.ckpt) if args.ckpt else create_model(args.model)
+    if args.format not in ("onnx", "all"):
+        raise ValueError(f"export format {args.format!r} is not available yet (onnx is)")
+    out = export_onnx(model, args.output / f"{model.model_name}.onnx", opset=args.opset, fp16=args.fp16)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -222,6 +274,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("auto", "paddle", "mobilezoo", "torchvision", "timm"), default="auto")
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("predict", help="classify image files, folders and globs")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--model", help="zoo model name")
+    p.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
+    p.add_argument("--artifact", type=Path, help="an exported model (.onnx) instead of --model")
+    p.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (decompression bombs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a zoo model or checkpoint (ONNX today)")
+    p.add_argument("model")
+    p.add_argument("--ckpt", type=Path)
+    p.add_argument("--format", default="onnx")
+    p.add_argument("-o", "--output", type=Path, default=Path("out"))
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--fp16", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="one model in full")
     p.add_argument("name")

@@ -45,3 +45,12 @@ def imagenet_classes() -> list[str]:
     """The 1000 ImageNet-1k class names in index order (first WordNet lemma of each synset)."""
     text = resources.files("mobilezoo.resources").joinpath("imagenet_classes.txt").read_text()
     return [line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines() if line.strip()]
+
+
+def class_names_for(model: object = None, meta: dict | None = None) -> list[str]:
+    """Class names of a model: stored ones (checkpoint/artifact), else ImageNet's for 1000 classes, else indices."""
+    names = (meta or {}).get("class_names") or getattr(model, "class_names", None)
+    if names:
+        return list(names)
+    n = (meta or {}).get("num_classes") or getattr(model, "num_classes", 1000)
+    return imagenet_classes() if n == 1000 else [str(i) for i in range(n)]

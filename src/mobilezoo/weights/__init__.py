@@ -24,6 +24,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "apply_pretrained",
     "load_weights",
+    "read_config",
     "read_pdparams",
     "read_state_dict",
     "save_pretrained",

@@ -1,0 +1,190 @@
+"""One runtime API over every backend: ``load(...)`` gives an object with ``predict`` and ``__call__``.
+
+Backends today: ``torch`` (eager, BatchNorm folded) and ``onnxruntime`` (an exported ``.onnx``, or a zoo model exported
+on the fly). Every backend shares the preprocessing of :mod:`mobilezoo.data.transforms`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import EvalPreprocess, eval_preprocess, load_image
+from ..reference import class_names_for
+
+__all__ = ["BACKENDS", "Prediction", "Runtime", "load"]
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+@dataclass
+class Prediction:
+    source: str
+    indices: list[int]
+    scores: list[float]
+    names: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "topk": [{"index": i, "name": n, "score": s} for i, n, s in zip(self.indices, self.names, self.scores)],
+        }
+
+
+@dataclass
+class Runtime:
+    """Common part of all backends: preprocessing, batching, top-k, class names."""
+
+    model_name: str
+    backend: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    class_names: list[str] = field(default_factory=list)
+    preprocess: EvalPreprocess = field(default_factory=EvalPreprocess)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _name(self, i: int) -> str:
+        return self.class_names[i] if i < len(self.class_names) else str(i)
+
+    def predict(self, images: Any, topk: int = 5, batch_size: int = 16) -> list[Prediction]:
+        """Classify image paths, PIL images, or an already preprocessed NCHW tensor."""
+        if isinstance(images, torch.Tensor):
+            batches, sources = [images], [f"tensor[{i}]" for i in range(images.shape[0])]
+        else:
+            items = [images] if isinstance(images, (str, Path)) or not isinstance(images, Sequence) else list(images)
+            sources = [str(i) if isinstance(i, (str, Path)) else f"image[{n}]" for n, i in enumerate(items)]
+            tensors = [self.preprocess(load_image(i) if isinstance(i, (str, Path)) else i) for i in items]
+            batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+        out: list[Prediction] = []
+        for b in batches:
+            probs = torch.softmax(self(b).float(), dim=1)
+            k = min(topk, probs.shape[1])
+            scores, idx = probs.topk(k, dim=1)
+            for s_row, i_row in zip(scores.tolist(), idx.tolist()):
+                out.append(Prediction(sources[len(out)], i_row, s_row, [self._name(i) for i in i_row]))
+        return out
+
+
+class TorchRuntime(Runtime):
+    def __init__(self, model: nn.Module, *, device: str = "cpu", precision: str = "fp32", **kw: Any) -> None:
+        from ..models.fuse import fuse_bn
+
+        super().__init__(backend="torch", device=device, precision=precision, **kw)
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        if dtype is None:
+            raise ValueError(f"torch backend supports fp32/fp16/bf16, not {precision!r}")
+        self.dtype = dtype
+        self.net = fuse_bn(model).to(device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.device, self.dtype)).float().cpu()
+
+
+class OnnxRuntime(Runtime):
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None, **kw: Any) -> None:
+        import onnxruntime as ort
+
+        super().__init__(backend="onnxruntime", device=device, **kw)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.np_dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else np.float32
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().numpy().astype(self.np_dtype, copy=False)
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0].astype(np.float32))
+
+
+def _build(model: str | nn.Module, checkpoint: str | Path | None, num_classes: int | None) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model.eval()
+    from ..models import create_model
+
+    if checkpoint is None:
+        return create_model(model, num_classes=num_classes or 1000).eval()
+    return load_checkpoint_model(model, checkpoint, num_classes)
+
+
+def load_checkpoint_model(name: str, checkpoint: str | Path, num_classes: int | None = None) -> nn.Module:
+    """A zoo model with a checkpoint's weights; the class count and names come from the checkpoint when it has them."""
+    from ..models import create_model
+    from ..weights import read_config, read_state_dict
+
+    p = Path(checkpoint)
+    if p.is_dir():
+        cfg = read_config(p)
+        return create_model(name, num_classes=num_classes or cfg["num_classes"], pretrained=p).eval()
+    if num_classes is None:
+        src, _ = read_state_dict(p)
+        fc = next((v for k, v in src.items() if k.endswith("head.fc.weight")), None)
+        num_classes = int(fc.shape[0]) if fc is not None else 1000
+    return create_model(name, num_classes=num_classes, pretrained=p).eval()
+
+
+def load(
+    model_or_path: str | Path | nn.Module,
+    backend: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str = "fp32",
+    *,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+) -> Runtime:
+    """A runtime for a zoo name, an ``nn.Module``, or an exported artifact (``.onnx``).
+
+    ``backend="auto"`` picks ``onnxruntime`` for ``.onnx`` files and ``torch`` otherwise (a measured choice across
+    all backends is the benchmark capability's job).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    path = Path(model_or_path) if isinstance(model_or_path, (str, Path)) else None
+    if path is not None and path.suffix == ".onnx":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such ONNX file: {path}")
+        if backend not in ("auto", "onnxruntime"):
+            raise ValueError(f"{path} is an ONNX file: backend must be 'onnxruntime' (or 'auto'), not {backend!r}")
+        from ..export.onnx import read_onnx_metadata
+
+        meta = read_onnx_metadata(path)
+        pre = eval_preprocess(meta.get("preprocess"))
+        return OnnxRuntime(
+            path,
+            device=device,
+            threads=threads,
+            model_name=meta.get("model_name", path.stem),
+            class_names=class_names_for(None, meta),
+            preprocess=pre,
+            precision=meta.get("precision", "fp32"),
+        )
+    model = _build(model_or_path, checkpoint, num_classes)
+    name = getattr(model, "model_name", type(model).__name__)
+    common = {"model_name": name, "class_names": class_names_for(model), "preprocess": eval_preprocess(model)}
+    if backend in ("auto", "torch"):
+        return TorchRuntime(model, device=device, precision=precision, **common)
+    if backend == "onnxruntime":
+        import tempfile
+
+        from ..export.onnx import export_onnx
+
+        tmpdir = Path(tempfile.mkdtemp(prefix="mobilezoo-ort-"))
+        onnx_path = export_onnx(model, tmpdir / f"{name}.onnx", fp16=precision == "fp16")
+        rt = OnnxRuntime(onnx_path, device=device, threads=threads, precision=precision, **common)
+        os.unlink(onnx_path)  # the session holds the graph
+        os.rmdir(tmpdir)
+        return rt
+    raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")

@@ -1,0 +1,101 @@
+"""ONNX export, the runtime API and `mobilezoo predict` on the bundled photos and on broken files."""
+
+import json
+
+import pytest
+import torch
+
+import mobilezoo as mz
+from mobilezoo import runtime
+from mobilezoo.cli import main
+from mobilezoo.data import load_image
+from mobilezoo.export import export_onnx, read_onnx_metadata
+
+from .conftest import DATA
+
+PHOTOS = sorted((DATA / "images").glob("*.jpg"))
+ONE_PER_FAMILY = [
+    "MobileNetV1_x0_25",
+    "MobileNetV2_x0_5",
+    "MobileNetV3_large_x0_5",
+    "MobileNetV3_small_x1_0",
+    "ShuffleNetV1_g3_x0_5",
+    "ShuffleNetV2_x0_5",
+    "ShuffleNetV2_swish",
+    "GhostNet_x0_5",
+]
+
+
+def calibrated(name: str) -> torch.nn.Module:
+    """Random weights with BatchNorm statistics measured on the photos, so logits depend on the image."""
+    torch.manual_seed(0)
+    m = mz.create_model(name)
+    pre = mz.data.eval_preprocess(m)
+    batch = torch.stack([pre(load_image(p)) for p in PHOTOS])
+    for bn in m.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = None  # cumulative average: running stats = this batch's
+    m.train()
+    with torch.no_grad():
+        m(batch)
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_onnx_matches_torch_on_photos(name, tmp_path):
+    model = calibrated(name)
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    meta = read_onnx_metadata(path)
+    assert meta["model_name"] == name and len(meta["class_names"]) == 1000
+    assert meta["preprocess"]["resize_short"] == 256 and meta["preprocess"]["crop_size"] == 224
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    assert not any(n.op_type == "BatchNormalization" for n in graph.node)  # folded
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
+    ort_rt = runtime.load(path)
+    torch_rt = runtime.load(model, backend="torch")
+    x = torch.stack([torch_rt.preprocess(load_image(p)) for p in PHOTOS])
+    a, b = ort_rt(x), torch_rt(x)
+    assert (a - b).abs().max() < 1e-3 * b.abs().max()
+    assert [p.indices for p in ort_rt.predict(PHOTOS)] == [p.indices for p in torch_rt.predict(PHOTOS)]
+
+
+def test_load_by_name_with_onnxruntime_backend():
+    rt = runtime.load("ShuffleNetV2_x0_5", backend="onnxruntime", threads=1)
+    assert rt.backend == "onnxruntime"
+    preds = rt.predict(PHOTOS[:2], topk=3)
+    assert len(preds) == 2 and len(preds[0].indices) == 3
+    assert preds[0].names[0] == mz.reference.imagenet_classes()[preds[0].indices[0]]
+    with pytest.raises(ValueError, match="unknown backend"):
+        runtime.load("ShuffleNetV2_x0_5", backend="tensorrt")
+
+
+def test_predict_cli_keeps_going_past_bad_files(tmp_path, capsys):
+    mz.save_pretrained(calibrated("MobileNetV2_x0_5"), tmp_path / "ft")
+    ckpt = tmp_path / "ft"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes((DATA / "images" / "cat.jpg").read_bytes())
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_bytes(b"not an image")
+    (folder / "half.jpg").write_bytes((DATA / "images" / "coffee.jpg").read_bytes()[:3000])
+    args = ["predict", str(folder), str(DATA / "images" / "rocket.jpg"), "--model", "MobileNetV2_x0_5"]
+    rc = main([*args, "--ckpt", str(ckpt), "--json", "--topk", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 1  # something failed, and says so
+    res = json.loads(out)
+    assert sorted(p["source"].rsplit("/", 1)[-1] for p in res["predictions"]) == ["cat.jpg", "rocket.jpg"]
+    assert all(len(p["topk"]) == 2 for p in res["predictions"])
+    assert len(res["errors"]) == 3 and err.count("mobilezoo: error:") == 3
+    for bad, why in (("empty.jpg", "empty file"), ("notes.png", "not an image"), ("half.jpg", "truncated")):
+        assert any(bad in e and why in e for e in res["errors"]), bad
+    for p in res["predictions"]:
+        scores = [t["score"] for t in p["topk"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+
+
+def test_export_cli(tmp_path, capsys):
+    assert main(["export", "GhostNet_x0_5", "--format", "onnx", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "GhostNet_x0_5.onnx").is_file()
+    assert main(["export", "GhostNet_x0_5", "--format", "ncnn", "-o", str(tmp_path)]) == 2
