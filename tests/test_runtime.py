@@ -9,7 +9,8 @@ import mobilezoo as mz
 from mobilezoo import runtime
 from mobilezoo.cli import main
 from mobilezoo.data import load_image
-from mobilezoo.export import export_onnx, read_onnx_metadata
+from mobilezoo.export import check_export, export, export_onnx, read_onnx_metadata
+from mobilezoo.models import list_models
 
 from .conftest import DATA
 
@@ -61,6 +62,33 @@ def test_onnx_matches_torch_on_photos(name, tmp_path):
     assert [p.indices for p in ort_rt.predict(PHOTOS)] == [p.indices for p in torch_rt.predict(PHOTOS)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models(archs_only=True))
+def test_every_model_exports_to_onnx(name, tmp_path):
+    model = calibrated(name)
+    chk = check_export(model, export(model, "onnx", tmp_path), [load_image(p) for p in PHOTOS])
+    assert chk.max_abs_diff < 1e-3 * chk.max_abs_logit and chk.top5_agreement == 1.0, chk.line()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "openvino", "ncnn"])
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_other_formats_match_torch(name, fmt, tmp_path):
+    model = calibrated(name)
+    path = export(model, fmt, tmp_path)
+    chk = check_export(model, path, [load_image(p) for p in PHOTOS])
+    assert chk.max_abs_diff < 1e-3 * chk.max_abs_logit and chk.top5_agreement == 1.0, chk.line()
+    rt = runtime.load(path)
+    assert rt.model_name == name and rt.class_names[0] == "tench" and rt.preprocess.crop_size == 224
+    assert rt.backend == {"torchscript": "torch"}.get(fmt, fmt)
+
+
+def test_backends_agree_on_top5_for_the_photos():
+    model = calibrated("MobileNetV3_large_x0_5")
+    tops = {b: [p.indices for p in runtime.load(model, backend=b).predict(PHOTOS)] for b in runtime.BACKENDS}
+    assert all(t == tops["torch"] for t in tops.values()), tops
+
+
 def test_load_by_name_with_onnxruntime_backend():
     rt = runtime.load("ShuffleNetV2_x0_5", backend="onnxruntime", threads=1)
     assert rt.backend == "onnxruntime"
@@ -96,6 +124,12 @@ def test_predict_cli_keeps_going_past_bad_files(tmp_path, capsys):
 
 
 def test_export_cli(tmp_path, capsys):
-    assert main(["export", "GhostNet_x0_5", "--format", "onnx", "-o", str(tmp_path)]) == 0
-    assert (tmp_path / "GhostNet_x0_5.onnx").is_file()
-    assert main(["export", "GhostNet_x0_5", "--format", "ncnn", "-o", str(tmp_path)]) == 2
+    args = ["export", "GhostNet_x0_5", "--format", "onnx,torchscript", "-o", str(tmp_path), "--random-weights"]
+    assert main([*args, "--check-images", str(DATA / "images")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "GhostNet_x0_5.onnx").is_file() and (tmp_path / "GhostNet_x0_5.torchscript.pt").is_file()
+    assert out.count("top-5 agreement 100%") == 2
+    assert main([*args[:3], "onnx", *args[4:]]) == 0  # no photos: still checked, on a synthetic batch
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "top-5 agreement 100%" in out
+    assert main(["export", "GhostNet_x0_5", "--format", "tflite", "-o", str(tmp_path)]) == 2

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import _table
+
+COMMAND_PACKAGES = ("train", "quant", "bench", "serve")
 
 
 def _add_format(p: argparse.ArgumentParser, default: str = "table") -> None:
@@ -241,16 +244,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    import torch
+
+    from .data import find_images, load_image
+    from .export import FORMATS, check_export, export
     from .models import create_model
     from .runtime import load_checkpoint_model
 
-    model = load_checkpoint_model(args.model, args.ckpt) if args.ckpt else create_model(args.model)
-    if args.format not in ("onnx", "all"):
-        raise ValueError(f"export format {args.format!r} is not available yet (onnx is)")
-    out = export_onnx(model, args.output / f"{model.model_name}.onnx", opset=args.opset, fp16=args.fp16)
-    print(out)
-    return 0
+    if args.ckpt:
+        model = load_checkpoint_model(args.model, args.ckpt)
+    else:
+        model = create_model(args.model, pretrained=not args.random_weights).eval()
+    formats = FORMATS if args.format == "all" else [f.strip() for f in args.format.split(",")]
+    paths, _ = find_images(args.check_images or [])
+    images = [load_image(p) for p in paths[:16]]
+    if not images:  # no photos given: a fixed synthetic batch still catches a broken graph
+        size = model.default_cfg.get("crop_size", 224) if hasattr(model, "default_cfg") else 224
+        images = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
+        print("checking on a synthetic batch (pass --check-images PHOTOS to check on real images)")
+    failed = False
+    for fmt in formats:
+        path = export(model, fmt, args.output, fp16=args.fp16)
+        chk = check_export(model, path, images)
+        failed |= chk.top5_agreement < 1.0 and not args.fp16
+        print(f"{path}  [{chk.line()}]")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
     p.add_argument("--artifact", type=Path, help="an exported model (.onnx) instead of --model")
     p.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino", "ncnn"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
@@ -289,13 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a zoo model or checkpoint (ONNX today)")
+    p = sub.add_parser("export", help="export to onnx, torchscript, openvino, ncnn (checked against PyTorch)")
     p.add_argument("model")
     p.add_argument("--ckpt", type=Path)
-    p.add_argument("--format", default="onnx")
+    p.add_argument("--format", default="onnx", help="onnx, torchscript, openvino, ncnn, a comma list, or all")
     p.add_argument("-o", "--output", type=Path, default=Path("out"))
-    p.add_argument("--opset", type=int, default=17)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--check-images", nargs="*", help="photos to compare the artifact with PyTorch on")
+    p.add_argument("--random-weights", action="store_true", help="export without weights (default: published ones)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="one model in full")
@@ -311,6 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="also print each model's per-layer table")
     _add_format(p)
     p.set_defaults(func=cmd_profile)
+
+    # capability subpackages add their own commands: mobilezoo.<pkg>.cli.register(subparsers)
+    for pkg in COMMAND_PACKAGES:
+        try:
+            mod = importlib.import_module(f"mobilezoo.{pkg}.cli")
+        except ModuleNotFoundError as e:
+            if e.name == f"mobilezoo.{pkg}.cli":
+                continue
+            raise
+        mod.register(sub)
     return ap
 
 
@@ -320,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UnknownModelError, FileNotFoundError, ValueError, RuntimeError) as e:  # CheckpointError, DownloadError
+    except (
+        UnknownModelError,
+        FileNotFoundError,
+        ValueError,
+        RuntimeError,
+    ) as e:  # also Checkpoint/Download/MissingDependency errors
         print(f"mobilezoo: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `mobilezoo list | head`

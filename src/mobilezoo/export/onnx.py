@@ -14,7 +14,7 @@ from ..data.transforms import eval_preprocess
 from ..models.fuse import fuse_bn
 from ..reference import class_names_for
 
-__all__ = ["export_onnx", "read_onnx_metadata"]
+__all__ = ["artifact_metadata", "export_onnx", "read_onnx_metadata"]
 
 META_KEY = "mobilezoo"
 
@@ -60,19 +60,7 @@ def export_onnx(
         import onnx
 
         proto = onnx.load(tmp)
-        meta = {
-            "model_name": getattr(model, "model_name", type(model).__name__),
-            "class_names": class_names or class_names_for(model),
-            "num_classes": getattr(model, "num_classes", None),
-            "preprocess": {
-                "resize_short": pre.resize_short,
-                "crop_size": pre.crop_size,
-                "interpolation": pre.interpolation,
-                "mean": list(pre.mean),
-                "std": list(pre.std),
-            },
-            "precision": "fp16" if fp16 else "fp32",
-        }
+        meta = artifact_metadata(model, class_names, precision="fp16" if fp16 else "fp32")
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(meta)
         onnx.checker.check_model(proto)
@@ -82,6 +70,24 @@ def export_onnx(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def artifact_metadata(model: nn.Module, class_names: list[str] | None = None, precision: str = "fp32") -> dict:
+    """What every exported artifact carries: model name, classes, preprocessing, precision."""
+    pre = eval_preprocess(getattr(model, "default_cfg", None))
+    return {
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "class_names": class_names or class_names_for(model),
+        "num_classes": getattr(model, "num_classes", None),
+        "preprocess": {
+            "resize_short": pre.resize_short,
+            "crop_size": pre.crop_size,
+            "interpolation": pre.interpolation,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+        },
+        "precision": precision,
+    }
 
 
 def read_onnx_metadata(path: str | Path) -> dict:

@@ -1,12 +1,12 @@
 """One runtime API over every backend: ``load(...)`` gives an object with ``predict`` and ``__call__``.
 
-Backends today: ``torch`` (eager, BatchNorm folded) and ``onnxruntime`` (an exported ``.onnx``, or a zoo model exported
-on the fly). Every backend shares the preprocessing of :mod:`mobilezoo.data.transforms`.
+Backends: ``torch`` (eager with BatchNorm folded, or a TorchScript artifact), ``onnxruntime``, ``openvino`` and ``ncnn``
+(an exported artifact, or a zoo model exported on the fly). Every backend shares the preprocessing of
+:mod:`mobilezoo.data.transforms`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._deps import require
 from ..data import EvalPreprocess, eval_preprocess, load_image
 from ..reference import class_names_for
 
 __all__ = ["BACKENDS", "Prediction", "Runtime", "load"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino", "ncnn")
 
 
 @dataclass
@@ -119,6 +120,94 @@ def _build(model: str | nn.Module, checkpoint: str | Path | None, num_classes: i
     return load_checkpoint_model(model, checkpoint, num_classes)
 
 
+class TorchScriptRuntime(Runtime):
+    def __init__(self, path: Path, *, device: str = "cpu", **kw: Any) -> None:
+        super().__init__(backend="torch", device=device, **kw)
+        self.net = torch.jit.load(str(path), map_location=device).eval()
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.device, self.dtype)).float().cpu()
+
+
+class OpenVinoRuntime(Runtime):
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None, **kw: Any) -> None:
+        ov = require("openvino")
+        super().__init__(backend="openvino", device=device, **kw)
+        if device != "cpu":
+            raise ValueError("the openvino backend runs on the CPU here")
+        # fp32 unless asked: on AMX/AVX512-BF16 CPUs OpenVINO would otherwise compute in bf16
+        hint = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}.get(self.precision, "f32")
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.compiled(x.detach().cpu().numpy().astype(np.float32, copy=False))
+        return torch.from_numpy(np.asarray(out[self.compiled.output(0)], dtype=np.float32))
+
+
+class NcnnRuntime(Runtime):
+    """ncnn runs one image at a time (CHW); batches are looped."""
+
+    def __init__(self, param: Path, *, device: str = "cpu", threads: int | None = None, **kw: Any) -> None:
+        ncnn = require("ncnn")
+        super().__init__(backend="ncnn", device=device, **kw)
+        self.ncnn = ncnn
+        self.net = ncnn.Net()
+        fp16 = self.precision == "fp16"
+        self.net.opt.use_fp16_packed = self.net.opt.use_fp16_storage = self.net.opt.use_fp16_arithmetic = fp16
+        self.net.opt.use_vulkan_compute = device == "vulkan"
+        self.net.opt.num_threads = threads or torch.get_num_threads()
+        bin_path = param.with_name(param.name.removesuffix(".param") + ".bin")
+        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(bin_path)) != 0:
+            raise ValueError(f"ncnn could not load {param} / {bin_path}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for img in x.detach().cpu().float().numpy():
+            ex = self.net.create_extractor()
+            ex.input("in0", self.ncnn.Mat(np.ascontiguousarray(img)))
+            ret, out = ex.extract("out0")
+            if ret != 0:
+                raise RuntimeError(f"ncnn extract failed ({ret})")
+            outs.append(np.array(out).reshape(-1))
+        return torch.from_numpy(np.stack(outs))
+
+
+_ARTIFACTS = {  # suffix -> (backend, runtime class)
+    ".onnx": ("onnxruntime", OnnxRuntime),
+    ".torchscript.pt": ("torch", TorchScriptRuntime),
+    ".xml": ("openvino", OpenVinoRuntime),
+    ".ncnn.param": ("ncnn", NcnnRuntime),
+}
+
+
+def _load_artifact(path: Path, backend: str, device: str, threads: int | None) -> Runtime:
+    from ..export.formats import read_sidecar
+    from ..export.onnx import read_onnx_metadata
+
+    suffix = next(s for s in _ARTIFACTS if path.name.endswith(s))
+    expected, cls = _ARTIFACTS[suffix]
+    if not path.is_file():
+        raise FileNotFoundError(f"no such exported model: {path}")
+    if backend not in ("auto", expected):
+        raise ValueError(f"{path} is a {expected} artifact: backend must be {expected!r} (or 'auto'), not {backend!r}")
+    meta = read_onnx_metadata(path) if suffix == ".onnx" else read_sidecar(path)
+    kw: dict[str, Any] = {"threads": threads} if cls is not TorchScriptRuntime else {}
+    return cls(
+        path,
+        device=device,
+        model_name=meta.get("model_name", path.name.split(".")[0]),
+        class_names=class_names_for(None, meta),
+        preprocess=eval_preprocess(meta.get("preprocess")),
+        precision=meta.get("precision", "fp32"),
+        **kw,
+    )
+
+
 def load_checkpoint_model(name: str, checkpoint: str | Path, num_classes: int | None = None) -> nn.Module:
     """A zoo model with a checkpoint's weights; the class count and names come from the checkpoint when it has them."""
     from ..models import create_model
@@ -153,38 +242,24 @@ def load(
     if threads:
         torch.set_num_threads(threads)
     path = Path(model_or_path) if isinstance(model_or_path, (str, Path)) else None
-    if path is not None and path.suffix == ".onnx":
-        if not path.is_file():
-            raise FileNotFoundError(f"no such ONNX file: {path}")
-        if backend not in ("auto", "onnxruntime"):
-            raise ValueError(f"{path} is an ONNX file: backend must be 'onnxruntime' (or 'auto'), not {backend!r}")
-        from ..export.onnx import read_onnx_metadata
-
-        meta = read_onnx_metadata(path)
-        pre = eval_preprocess(meta.get("preprocess"))
-        return OnnxRuntime(
-            path,
-            device=device,
-            threads=threads,
-            model_name=meta.get("model_name", path.stem),
-            class_names=class_names_for(None, meta),
-            preprocess=pre,
-            precision=meta.get("precision", "fp32"),
-        )
+    if path is not None and any(path.name.endswith(s) for s in _ARTIFACTS):
+        return _load_artifact(path, backend, device, threads)
     model = _build(model_or_path, checkpoint, num_classes)
     name = getattr(model, "model_name", type(model).__name__)
     common = {"model_name": name, "class_names": class_names_for(model), "preprocess": eval_preprocess(model)}
     if backend in ("auto", "torch"):
         return TorchRuntime(model, device=device, precision=precision, **common)
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino", "ncnn"):
+        import shutil
         import tempfile
 
-        from ..export.onnx import export_onnx
+        from ..export.formats import export
 
-        tmpdir = Path(tempfile.mkdtemp(prefix="mobilezoo-ort-"))
-        onnx_path = export_onnx(model, tmpdir / f"{name}.onnx", fp16=precision == "fp16")
-        rt = OnnxRuntime(onnx_path, device=device, threads=threads, precision=precision, **common)
-        os.unlink(onnx_path)  # the session holds the graph
-        os.rmdir(tmpdir)
-        return rt
+        fmt = {"onnxruntime": "onnx"}.get(backend, backend)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f"mobilezoo-{backend}-"))
+        try:
+            artifact = export(model, fmt, tmpdir)
+            return _load_artifact(artifact, backend, device, threads)  # the backend holds the graph in memory
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
