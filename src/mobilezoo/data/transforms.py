@@ -78,3 +78,50 @@ def eval_preprocess(cfg: Mapping[str, Any] | Any | None = None, **overrides: Any
     kw = {k: cfg[k] for k in keys if k in cfg}
     kw.update(overrides)
     return EvalPreprocess(**kw)
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """Per-image training augmentation on uint8 CHW tensors, then the eval normalisation (same mean/std).
+
+    ``policy="imagenet"``: PaddleClas's ``RandCropImage`` (random-resized crop, bilinear) + ``RandFlipImage`` (+
+    ``AutoAugment`` with the ImageNet policy where PaddleClas uses it). ``policy="cifar"``: pad 4 + random crop + flip.
+    """
+
+    crop_size: int = 224
+    policy: str = "imagenet"
+    autoaugment: bool = False
+    normalize: EvalPreprocess = EvalPreprocess()
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        c = self.crop_size
+        if self.policy == "cifar":
+            img = F.pad(image, [4, 4, 4, 4])
+            h, w = img.shape[-2:]
+            top, left = (int(torch.randint(0, n - c + 1, ())) for n in (h, w))
+            img = img[..., top : top + c, left : left + c]
+        else:
+            img = v2.RandomResizedCrop(c, interpolation=InterpolationMode.BILINEAR, antialias=True)(image)
+        if torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        if self.autoaugment:
+            img = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)(img)
+        return self.normalize.normalize(img)
+
+
+def batch_pad_crop_flip(x: torch.Tensor, crop: int, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR augmentation for a whole uint8 NCHW batch at once, on its device: pad, random crop, random flip."""
+    n = x.shape[0]
+    xp = torch.nn.functional.pad(x, [pad] * 4)
+    h, w = xp.shape[-2:]
+    dev = generator.device
+    oy = torch.randint(0, h - crop + 1, (n,), generator=generator, device=dev).to(x.device)
+    ox = torch.randint(0, w - crop + 1, (n,), generator=generator, device=dev).to(x.device)
+    flip = (torch.rand(n, generator=generator, device=dev) < 0.5).to(x.device)
+    ar = torch.arange(crop, device=x.device)
+    rows = (oy[:, None] + ar)[:, :, None]  # N x crop x 1
+    cols = ox[:, None] + torch.where(flip[:, None], ar.flip(0), ar)  # flipped columns read right to left
+    out = xp[torch.arange(n, device=x.device)[:, None, None], :, rows, cols[:, None, :]]  # N x crop x crop x C
+    return out.permute(0, 3, 1, 2).contiguous()

@@ -46,9 +46,14 @@ def export(
     *,
     fp16: bool = False,
     class_names: list[str] | None = None,
-    input_size: int = 224,
+    input_size: int | None = None,
 ) -> Path:
-    """Export ``model`` to ``out_dir/<model_name><suffix>`` in ``fmt``; returns the artifact's path."""
+    """Export ``model`` to ``out_dir/<model_name><suffix>`` in ``fmt``; returns the artifact's path.
+
+    ``input_size`` (the example input's side) defaults to the crop size of the model's eval preprocessing.
+    """
+    if input_size is None:
+        input_size = int(getattr(model, "default_cfg", {}).get("crop_size", 224))
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)} or 'all'")
     out_dir = Path(out_dir)

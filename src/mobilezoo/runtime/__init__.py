@@ -214,6 +214,15 @@ def load_checkpoint_model(name: str, checkpoint: str | Path, num_classes: int | 
     from ..weights import read_config, read_state_dict
 
     p = Path(checkpoint)
+    if p.is_file() and p.suffix == ".ckpt":
+        from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ck = load_checkpoint(p)
+        from ..models import get_entry
+
+        if get_entry(ck["model_name"]).arch != get_entry(name).arch:
+            raise ValueError(f"{p} holds a {ck['model_name']}, not a {name}")
+        return model_from_checkpoint(ck)
     if p.is_dir():
         cfg = read_config(p)
         return create_model(name, num_classes=num_classes or cfg["num_classes"], pretrained=p).eval()

@@ -1,0 +1,64 @@
+"""Training, evaluation and SSLD-style distillation of zoo models on image folders, file lists and CIFAR batches.
+
+```python
+from mobilezoo.train import TrainConfig, fit, load_recipe
+name = "MobileNetV3_small_x1_0"
+fit(TrainConfig(name, "../shared/data/cifar10", "runs/mv3s", load_recipe("cifar10", name, ["epochs=30"])))
+```
+"""
+
+from .checkpoint import is_train_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .engine import TrainConfig, TrainingDiverged, TrainingInterrupted, TrainResult, build_eval_loader, fit
+from .evaluate import EvalResult, evaluate, plot_confusion
+from .losses import classification_loss, distill_loss
+from .recipes import Recipe, RecipeError, list_recipes, load_recipe, parse_overrides
+
+__all__ = [
+    "EvalResult",
+    "Recipe",
+    "RecipeError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "build_eval_loader",
+    "classification_loss",
+    "distill_loss",
+    "evaluate",
+    "evaluate_checkpoint",
+    "fit",
+    "is_train_checkpoint",
+    "list_recipes",
+    "load_checkpoint",
+    "load_recipe",
+    "model_from_checkpoint",
+    "parse_overrides",
+    "plot_confusion",
+    "save_checkpoint",
+]
+
+
+def evaluate_checkpoint(checkpoint, data, *, device: str = "cpu", split: str = "eval") -> EvalResult:
+    """Evaluate a training checkpoint on a dataset exactly as its training run did (same preprocessing and loader)."""
+    import torch
+
+    from ..data.datasets import open_split
+    from ..data.transforms import eval_preprocess
+    from .engine import _choose_mode, _device
+
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck)
+    recipe = Recipe(**{k: v for k, v in ck["recipe"].items() if k in Recipe.__dataclass_fields__})
+    dev = _device(device)
+    model.to(dev)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ds = open_split(data, split)
+    if ds.class_names != ck["class_names"]:
+        raise ValueError(
+            f"{data}: classes {ds.class_names[:5]}... differ from the checkpoint's {ck['class_names'][:5]}..."
+        )
+    pre = eval_preprocess(model)
+    mode = ck.get("data_mode") or _choose_mode(ds, recipe)
+    loader = build_eval_loader(ds, pre, mode, dev, recipe.channels_last)
+    return evaluate(model, loader, ck["num_classes"], ck["class_names"])
