@@ -277,7 +277,10 @@ def fit(cfg: TrainConfig) -> TrainResult:
 
     # ---- optimisation
     lr = recipe.lr_for(global_batch)
-    opt = torch.optim.SGD(_param_groups(model, recipe), lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    fused = device.type == "cuda"  # one kernel for the whole update on GPU
+    opt = torch.optim.SGD(
+        _param_groups(model, recipe), lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov, fused=fused or None
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(recipe, steps_per_epoch))
     amp_dtype = _amp_dtype(recipe, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -41,10 +41,12 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, num_classes: int, class_names: list[str] | None = None) -> EvalResult:
+def evaluate(model, batches: Iterable, num_classes: int, class_names: list[str] | None = None) -> EvalResult:
     """Top-1/top-5 in percent over ``(x, y[, idx])`` batches (fp32, eval mode)."""
-    was_training = model.training
-    model.eval()
+    is_module = isinstance(model, nn.Module)  # or any callable tensor -> logits, e.g. a mobilezoo runtime
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     top5 = 0
     loss_sum = 0.0
@@ -58,7 +60,8 @@ def evaluate(model: nn.Module, batches: Iterable, num_classes: int, class_names:
         top5 += int((pred5 == y[:, None]).any(1).sum())
         conf += torch.bincount((y * num_classes + pred5[:, 0]).cpu(), minlength=num_classes**2).view_as(conf)
         n += len(y)
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     if n == 0:
         raise ValueError("evaluation set is empty")
     top1 = float(conf.diag().sum()) / n * 100

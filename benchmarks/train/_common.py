@@ -1,0 +1,57 @@
+"""Shared by the training benchmarks: machine description and result writing (CSV + JSON side by side)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg": os.getloadavg(),
+    }
+    try:
+        info["git"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def write(name: str, rows: list[dict], meta: dict) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.json"
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    return csv_path, json_path

@@ -1,0 +1,75 @@
+"""``mobilezoo quantize``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import eval_preprocess
+    from ..models import create_model
+    from ..runtime import load, load_checkpoint_model
+    from . import calibration_images, quantize_ptq
+
+    if args.method == "qat":
+        raise ValueError(
+            "--method qat is not available yet (quantization-aware training is planned on the training engine); "
+            "use --method ptq"
+        )
+    if args.ckpt:
+        model = load_checkpoint_model(args.model, args.ckpt)
+    else:
+        model = create_model(args.model, pretrained=not args.random_weights).eval()
+    pre = eval_preprocess(model)
+    calib = calibration_images(args.calib, pre, n=args.num_calib, seed=0)
+    res = quantize_ptq(model, calib, args.output, method=args.calibration)
+    report: dict = {
+        "model": getattr(model, "model_name", args.model),
+        "fp32": str(res.fp32),
+        "int8": str(res.int8),
+        "fp32_bytes": res.fp32.stat().st_size,
+        "int8_bytes": res.int8.stat().st_size,
+        "size_ratio": round(res.size_ratio, 2),
+        "calibration": {"images": len(calib), "method": args.calibration, "source": str(args.calib)},
+    }
+    if args.eval:
+        from ..data.datasets import open_split
+        from ..train import build_eval_loader, evaluate
+
+        ds = open_split(args.eval, "eval")
+        loader = build_eval_loader(ds, pre, "stream" if ds.arrays is None else "memory", torch.device("cpu"), False)
+        k = int(getattr(model, "num_classes", 1000))
+        for label, path in (("fp32", res.fp32), ("int8", res.int8)):
+            r = evaluate(load(path, backend="onnxruntime", threads=args.threads), loader, k)
+            report[f"{label}_top1"], report[f"{label}_top5"] = r.top1, r.top5
+        report["top1_drop"] = round(report["fp32_top1"] - report["int8_top1"], 2)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{res.int8}  ({report['int8_bytes'] / 1e6:.2f} MB, {report['size_ratio']:.2f}x smaller than fp32 ONNX)")
+        if args.eval:
+            print(
+                f"top-1 on {args.eval}: fp32 {report['fp32_top1']:.2f}%  int8 {report['int8_top1']:.2f}%  "
+                f"(drop {report['top1_drop']:+.2f})"
+            )
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX QDQ), calibrated on real images")
+    p.add_argument("--model", required=True)
+    p.add_argument("--ckpt", type=Path, help="trained checkpoint (default: the published weights)")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--calib", required=True, help="folder (tree) of real images for calibration")
+    p.add_argument("-n", "--num-calib", type=int, default=256)
+    p.add_argument("--method", choices=("ptq", "qat"), default="ptq")
+    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--eval", help="dataset root: report fp32 vs int8 top-1 on its val/test split")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-o", "--output", type=Path, default=Path("out"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quantize)
