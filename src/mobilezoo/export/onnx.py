@@ -59,7 +59,7 @@ def export_onnx(
         )
         import onnx
 
-        proto = onnx.load(tmp)
+        proto = _simplify(onnx.load(tmp))
         meta = artifact_metadata(model, class_names, precision="fp16" if fp16 else "fp32")
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(meta)
@@ -70,6 +70,20 @@ def export_onnx(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _simplify(proto):
+    """Constant-fold the shape arithmetic the tracer emits (channel shuffle, flatten) with onnxslim: a smaller graph
+    that every runtime reads; the batch axis stays dynamic."""
+    try:
+        import onnxslim
+    except ImportError:  # pragma: no cover - a core dependency; keep working without it
+        return proto
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return onnxslim.slim(proto)
 
 
 def artifact_metadata(model: nn.Module, class_names: list[str] | None = None, precision: str = "fp32") -> dict:
