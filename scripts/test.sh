@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+# Debian's chromium for the serving page's headless browser test (Playwright drives it: no browser download)
+command -v chromium >/dev/null || { SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 bash scripts/paddle_env.sh
 ruff check src tests scripts
 ruff format --check src tests scripts

@@ -242,11 +242,14 @@ def load(
     *,
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
+    batch_size: int = 1,
+    remeasure: bool = False,
 ) -> Runtime:
     """A runtime for a zoo name, an ``nn.Module``, or an exported artifact (``.onnx``).
 
-    ``backend="auto"`` picks ``onnxruntime`` for ``.onnx`` files and ``torch`` otherwise (a measured choice across
-    all backends is the benchmark capability's job).
+    ``backend="auto"``: an artifact runs on its format's backend; a zoo model or module runs on the fastest backend
+    for this machine, found by a short measurement at ``batch_size`` (numerically checked against PyTorch) and
+    cached (:mod:`mobilezoo.runtime.auto`; ``remeasure=True`` measures again). ``rt.auto`` says what was measured.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -256,7 +259,12 @@ def load(
     model = _build(model_or_path, checkpoint, num_classes)
     name = getattr(model, "model_name", type(model).__name__)
     common = {"model_name": name, "class_names": class_names_for(model), "preprocess": eval_preprocess(model)}
-    if backend in ("auto", "torch"):
+    if backend == "auto":
+        from .auto import load_auto
+
+        return load_auto(model, device=device, threads=threads, precision=precision, batch_size=batch_size,
+                         remeasure=remeasure, common=common)  # fmt: skip
+    if backend == "torch":
         return TorchRuntime(model, device=device, precision=precision, **common)
     if backend in ("onnxruntime", "openvino", "ncnn"):
         import shutil
