@@ -1,4 +1,5 @@
-"""Int8 PTQ: a real int8 artifact (int8 weights, QDQ graph, metadata) that the runtime runs and agrees with fp32."""
+"""Int8 PTQ and QAT: a real int8 artifact (int8 weights, QDQ graph, metadata) that the runtime runs, agreeing with
+the fp32 model (PTQ) or the fake-quantized model it was trained as (QAT)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import torch
 import mobilezoo as mz
 from mobilezoo.cli import main
 from mobilezoo.quant import calibration_images, quantize_ptq
-from mobilezoo.train import TrainConfig, build_eval_loader, fit, load_recipe, model_from_checkpoint
+from mobilezoo.quant.qat import ActFakeQuant, QATConv2d, prepare_qat, qat_model_from_checkpoint, quantize_qat
+from mobilezoo.train import (
+    TrainConfig,
+    TrainingInterrupted,
+    build_eval_loader,
+    fit,
+    load_checkpoint,
+    load_recipe,
+    model_from_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT.parent / "shared" / "data" / "cifar10-mini"
@@ -71,6 +81,81 @@ def test_ptq_artifact_is_int8_and_agrees_with_fp32(trained, tmp_path):
     assert (ref.argmax(1) == got.argmax(1)).float().mean() >= 0.85
 
 
+def _test_set(data, pre):
+    loader = build_eval_loader(mz.data.datasets.open_split(data, "eval"), pre, "memory", torch.device("cpu"), False)
+    xs, ys = zip(*[(b[0], b[1]) for b in loader])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _int8_weight_bytes(path: Path) -> tuple[int, int]:
+    inits = onnx.load(str(path)).graph.initializer
+    int8 = sum(len(t.raw_data) for t in inits if t.data_type == onnx.TensorProto.INT8)
+    fp32 = sum(len(t.raw_data) + 4 * len(t.float_data) for t in inits if t.data_type == onnx.TensorProto.FLOAT)
+    return int8, fp32
+
+
+def test_qat_artifact_is_int8_agrees_with_fake_quant_model_and_keeps_accuracy(trained, tmp_path):
+    data, ckpt = trained
+    model = model_from_checkpoint(ckpt)
+    pre = mz.data.eval_preprocess(model)
+    calib = calibration_images(data / "train", pre, n=128)
+    res = quantize_qat(ckpt, data, calib, tmp_path / "qat", overrides=["epochs=2"], device="cpu")
+    assert res.int8.name == f"{MODEL}.qat.int8.onnx" and (res.run / "best.ckpt").is_file()
+    proto = onnx.load(str(res.int8))
+    ops = [n.op_type for n in proto.graph.node]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops) and "BatchNormalization" not in ops
+    conv_w = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    int8_bytes, fp32_bytes = _int8_weight_bytes(res.int8)
+    assert int8_bytes >= 0.95 * conv_w and fp32_bytes < 0.1 * int8_bytes  # weights int8; fp32 left: scales only
+    assert res.size_ratio > 1.8  # (a tiny model: graph overhead; initializers alone are ~3.4x smaller)
+    rt8 = mz.runtime.load(res.int8)
+    assert rt8.backend == "onnxruntime" and rt8.precision == "int8"
+    meta = mz.export.read_onnx_metadata(res.int8)
+    assert meta["quantization"]["method"] == "qat" and meta["class_names"][:2] == ["airplane", "automobile"]
+
+    x, y = _test_set(data, pre)
+    qmodel = qat_model_from_checkpoint(res.run / "best.ckpt")
+    with torch.no_grad():
+        fake = qmodel(x)
+    got = rt8(x)
+    cos = torch.nn.functional.cosine_similarity(fake, got, dim=1)
+    agree = (fake.argmax(1) == got.argmax(1)).float().mean().item()
+    # the same int8 arithmetic up to rounding-boundary flips (x / s in onnxruntime, x * (1 / s) in torch)
+    assert cos.mean() > 0.99 and cos.min() > 0.9 and agree >= 0.95, (cos.mean(), cos.min(), agree)
+
+    ptq = mz.runtime.load(quantize_ptq(model, calib, tmp_path / "ptq").int8)
+    qat_top1 = (got.argmax(1) == y).float().mean().item() * 100
+    ptq_top1 = (ptq(x).argmax(1) == y).float().mean().item() * 100
+    print(
+        f"\nQAT int8 top-1 {qat_top1:.1f}%  PTQ int8 top-1 {ptq_top1:.1f}%  "
+        f"cos mean {cos.mean():.4f} min {cos.min():.4f}  agree {agree}"
+    )
+    assert qat_top1 >= ptq_top1 - 5  # 100 test images: 5 points is noise
+
+
+def test_model_transform_checkpoints_round_trip_and_resume(trained, tmp_path):
+    """The engine's model_transform hook: QAT state (fused convs, observer ranges) saves, resumes and reloads."""
+    data, ckpt = trained
+    ck = load_checkpoint(ckpt)
+    calib = calibration_images(data / "train", mz.data.eval_preprocess(model_from_checkpoint(ck)), n=32)
+
+    def transform(m):
+        m.load_state_dict(ck["model"])
+        return prepare_qat(m, calib)
+
+    rec = load_recipe("cifar10", MODEL, ["epochs=1", "batch_size=64", "lr=0.002", "amp=none"])
+    cfg = TrainConfig(MODEL, data, tmp_path / "run", rec, progress=False, tensorboard=False, model_transform=transform)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(TrainConfig(**{**cfg.__dict__, "max_steps": 2}))
+    last = load_checkpoint(e.value.checkpoint)
+    assert last["step_in_epoch"] == 2 and any(k.endswith("act_in.count") for k in last["model"])
+    res = fit(TrainConfig(**{**cfg.__dict__, "resume": e.value.checkpoint}))
+    assert res.best is not None
+    q = qat_model_from_checkpoint(res.best)
+    assert sum(isinstance(m, QATConv2d) for m in q.modules()) > 10
+    assert all(float(m.count) > 0 for m in q.modules() if isinstance(m, ActFakeQuant))
+
+
 def test_quantize_cli_reports_accuracy_and_refuses_qat_clearly(trained, tmp_path, capsys):
     data, ckpt = trained
     args = ["quantize", "--model", MODEL, "--ckpt", str(ckpt), "--calib", str(data / "train"), "-n", "64"]
@@ -80,5 +165,10 @@ def test_quantize_cli_reports_accuracy_and_refuses_qat_clearly(trained, tmp_path
     assert rep["fp32_top1"] == pytest.approx(
         mz.train.evaluate_checkpoint(ckpt, data).top1
     )  # the fp32 ONNX reproduces the checkpoint's accuracy
-    assert main([*args, "--method", "qat", "-o", str(tmp_path)]) == 2
-    assert "qat is not available yet" in capsys.readouterr().err
+    assert main([*args, "--method", "qat", "-o", str(tmp_path)]) == 2  # qat fine-tunes: it needs --data
+    assert "--method qat fine-tunes a trained model" in capsys.readouterr().err
+    qat = ["--method", "qat", "--data", str(data), "--override", "epochs=1", "--device", "cpu"]
+    assert main([*args, *qat, "-o", str(tmp_path / "qat"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)  # the training log went to stderr
+    assert rep["method"] == "qat" and rep["int8"].endswith(".qat.int8.onnx") and rep["int8_bytes"] < rep["fp32_bytes"]
+    assert Path(rep["qat_run"], "best.ckpt").is_file() and rep["qat_best_top1"] > 0

@@ -4,6 +4,9 @@ Toolchain: ONNX Runtime static quantization in QDQ form — int8 weights per out
 activations calibrated on real images through the shared eval preprocessing, BatchNorm folded before quantization.
 The artifact is an ``.onnx`` file like any export (``precision: int8`` in its metadata) and runs on
 ``onnxruntime`` (VNNI/AMX int8 kernels) and on ``openvino`` (which reads QDQ graphs as int8).
+
+Quantization-aware training (fake-quantized fine-tuning on the training engine, exported to the same kind of QDQ
+artifact) is :mod:`mobilezoo.quant.qat`.
 """
 
 from __future__ import annotations

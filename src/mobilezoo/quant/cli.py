@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 
@@ -15,10 +17,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..runtime import load, load_checkpoint_model
     from . import calibration_images, quantize_ptq
 
-    if args.method == "qat":
+    if args.method == "qat" and not (args.ckpt and args.ckpt.suffix == ".ckpt" and args.data):
         raise ValueError(
-            "--method qat is not available yet (quantization-aware training is planned on the training engine); "
-            "use --method ptq"
+            "--method qat fine-tunes a trained model: it needs --ckpt (a training run's .ckpt, whose recipe it reuses) "
+            "and --data (the dataset root to fine-tune on)"
         )
     if args.ckpt:
         model = load_checkpoint_model(args.model, args.ckpt)
@@ -26,7 +28,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         model = create_model(args.model, pretrained=not args.random_weights).eval()
     pre = eval_preprocess(model)
     calib = calibration_images(args.calib, pre, n=args.num_calib, seed=0)
-    res = quantize_ptq(model, calib, args.output, method=args.calibration)
+    if args.method == "qat":
+        from .qat import quantize_qat
+
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():  # keep stdout JSON
+            res = quantize_qat(
+                args.ckpt, args.data, calib, args.output, overrides=args.override, device=args.device, progress=True
+            )
+    else:
+        res = quantize_ptq(model, calib, args.output, method=args.calibration)
     report: dict = {
         "model": getattr(model, "model_name", args.model),
         "fp32": str(res.fp32),
@@ -34,8 +44,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "fp32_bytes": res.fp32.stat().st_size,
         "int8_bytes": res.int8.stat().st_size,
         "size_ratio": round(res.size_ratio, 2),
+        "method": args.method,
         "calibration": {"images": len(calib), "method": args.calibration, "source": str(args.calib)},
     }
+    if args.method == "qat":
+        report["calibration"]["method"] = "moving-average min/max"
+        report["qat_run"], report["qat_best_top1"] = str(res.run), res.best_top1
     if args.eval:
         from ..data.datasets import open_split
         from ..train import build_eval_loader, evaluate
@@ -60,14 +74,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("quantize", help="int8 post-training quantization (ONNX QDQ), calibrated on real images")
+    p = sub.add_parser(
+        "quantize",
+        help="int8 quantization to ONNX QDQ: post-training (calibrated on real images) or quantization-aware training",
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--ckpt", type=Path, help="trained checkpoint (default: the published weights)")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--calib", required=True, help="folder (tree) of real images for calibration")
     p.add_argument("-n", "--num-calib", type=int, default=256)
     p.add_argument("--method", choices=("ptq", "qat"), default="ptq")
-    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax", help="ptq only")
+    p.add_argument(
+        "--data",
+        help="qat: dataset root to fine-tune on (the checkpoint's recipe with lr x0.01, 3 epochs, no warmup/EMA)",
+    )
+    p.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE", help="qat: override a recipe field (epochs=5)"
+    )
+    p.add_argument("--device", default="auto", help="qat: training device (auto, cpu, cuda)")
     p.add_argument("--eval", help="dataset root: report fp32 vs int8 top-1 on its val/test split")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("-o", "--output", type=Path, default=Path("out"))

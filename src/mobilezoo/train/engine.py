@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class TrainConfig:
     """stop (as if interrupted: last.ckpt saved with the position) after this many optimizer steps in this run"""
     progress: bool = True
     tensorboard: bool = True
+    model_transform: Callable[[nn.Module], nn.Module] | None = None
+    """applied to the freshly built model before training (and before a resume loads its state), e.g. QAT's
+    BatchNorm folding and fake quantization; the checkpoints hold the transformed model's state dict"""
     # distillation
     teacher: str | None = None
     teacher_ckpt: str | Path | None = None
@@ -229,6 +233,8 @@ def fit(cfg: TrainConfig) -> TrainResult:
         "crop_size": pre.crop_size,
         "num_classes": num_classes,
     }
+    if cfg.model_transform is not None:
+        model = cfg.model_transform(model)
     model.to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -79,6 +79,12 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> Recipe:
+        """A copy with ``overrides`` (a dict or ``key=value`` strings) applied and type-checked."""
+        if isinstance(overrides, list):
+            overrides = parse_overrides(overrides)
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in overrides.items()})
+
     def to_toml(self) -> str:
         lines = []
         for k, v in self.to_dict().items():

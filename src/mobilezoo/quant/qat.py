@@ -1,0 +1,408 @@
+"""Int8 quantization-aware training (QAT): fake-quantized fine-tuning on the training engine, exported to ONNX QDQ.
+
+The scheme is the deployment's (ONNX Runtime's static QDQ, as :func:`mobilezoo.quant.quantize_ptq` writes it):
+
+- BatchNorm folded into the convs first (:func:`mobilezoo.models.fuse.fuse_bn`), so training sees the deployed convs;
+- every ``Conv2d``/``Linear`` weight int8 symmetric per output channel, ``scale = max|w| / 127`` recomputed at each
+  step, gradients straight through (``torch.fake_quantize_per_channel_affine``);
+- every ``Conv2d``/``Linear`` input, and every ``Conv2d`` output, uint8 asymmetric per tensor, its range a moving
+  average of the batch min/max (momentum 0.9, bias-corrected like PaddleClas's ``moving_average_abs_max``), updated in
+  training mode and frozen in eval mode (``torch.fake_quantize_per_tensor_affine``). Quantizing the conv outputs lets
+  ONNX Runtime fuse ``DequantizeLinear -> Conv -> QuantizeLinear`` into its int8 conv kernels;
+- the ranges are calibrated on real images before fine-tuning.
+
+Export traces the fake-quant model (``dynamo=False``): the fake-quant ops become ``QuantizeLinear/DequantizeLinear``.
+The weights are then stored as int8 initializers (and conv biases as int32 with ``scale = input scale x weight
+scale``, as ONNX Runtime's quantizer writes them): the weights take a quarter of their fp32 bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models.fuse import fuse_bn
+from . import QuantResult
+
+if TYPE_CHECKING:
+    from ..train.recipes import Recipe
+
+__all__ = [
+    "ActFakeQuant",
+    "QATConv2d",
+    "QATLinear",
+    "QATResult",
+    "calibrate",
+    "export_qat_onnx",
+    "prepare_qat",
+    "qat_model_from_checkpoint",
+    "qat_recipe",
+    "quantize_qat",
+]
+
+MOMENTUM = 0.9
+
+
+class ActFakeQuant(nn.Module):
+    """uint8 asymmetric per-tensor fake quantization with a moving-average min/max range.
+
+    The range is ``acc / count`` where ``acc = m * acc + batch_stat`` and ``count = m * count + 1`` (an exponential
+    moving average, bias-corrected). Updated on every forward in training mode (or inside :func:`calibrate`), frozen
+    in eval mode. The buffers are part of the state dict, so checkpoints keep the ranges.
+    """
+
+    def __init__(self, momentum: float = MOMENTUM) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.observe = False  # set by ``calibrate``: update the range in eval mode too
+        self.enabled = True  # off while calibrating: the ranges are of the float activations
+        self.register_buffer("acc_min", torch.zeros(()))
+        self.register_buffer("acc_max", torch.zeros(()))
+        self.register_buffer("count", torch.zeros(()))
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero point) of the current range, which always includes 0."""
+        count = self.count.clamp(min=1e-12)
+        lo = (self.acc_min / count).clamp(max=0.0)
+        hi = (self.acc_max / count).clamp(min=0.0)
+        scale = ((hi - lo) / 255.0).clamp(min=1e-8)
+        zero_point = (-lo / scale).round().clamp(0, 255).to(torch.int32)
+        return scale.float(), zero_point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.observe:
+            with torch.no_grad():
+                m = self.momentum
+                self.acc_min.mul_(m).add_(x.detach().min().float())
+                self.acc_max.mul_(m).add_(x.detach().max().float())
+                self.count.mul_(m).add_(1.0)
+        if not self.enabled:
+            return x
+        scale, zero_point = self.qparams()
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
+
+
+def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """int8 symmetric per output channel: ``scale = max|w| / 127``; the gradient passes straight through."""
+    scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / 127.0).clamp(min=1e-8).float()
+    zero_point = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
+    # (-128, 127) is the int8 range ONNX accepts; with this scale the values stay in [-127, 127]
+    return torch.fake_quantize_per_channel_affine(w, scale, zero_point, 0, -128, 127)
+
+
+class QATConv2d(nn.Conv2d):
+    """A conv with fake-quantized input, weight and output (same parameter names as ``nn.Conv2d``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.act_in = ActFakeQuant()
+        self.act_out = ActFakeQuant()
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d) -> QATConv2d:
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        ).to(conv.weight.device)
+        q.weight, q.bias = conv.weight, conv.bias
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(self.act_in(x), fake_quant_weight(self.weight), self.bias)
+        return self.act_out(y)
+
+
+class QATLinear(nn.Linear):
+    """A linear layer with fake-quantized input and weight; its output (the logits) stays float."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.act_in = ActFakeQuant()
+
+    @classmethod
+    def from_float(cls, fc: nn.Linear) -> QATLinear:
+        q = cls(fc.in_features, fc.out_features, bias=fc.bias is not None).to(fc.weight.device)
+        q.weight, q.bias = fc.weight, fc.bias
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act_in(x), fake_quant_weight(self.weight), self.bias)
+
+
+def prepare_qat(model: nn.Module, calib: torch.Tensor | None = None, batch: int = 32) -> nn.Module:
+    """Fold BatchNorm and swap every Conv2d/Linear for its QAT version, in place; calibrate the activation ranges
+    on ``calib`` images when given. Returns ``model`` (its class, name, ``default_cfg`` and classes unchanged)."""
+    fuse_bn(model, inplace=True)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, QATConv2d.from_float(child))
+            elif type(child) is nn.Linear:
+                setattr(parent, name, QATLinear.from_float(child))
+    if calib is not None:
+        calibrate(model, calib, batch)
+    return model
+
+
+def _observers(model: nn.Module) -> Iterator[ActFakeQuant]:
+    return (m for m in model.modules() if isinstance(m, ActFakeQuant))
+
+
+@contextmanager
+def _calibrating(model: nn.Module):
+    obs = list(_observers(model))
+    for o in obs:
+        o.observe, o.enabled = True, False
+    try:
+        yield
+    finally:
+        for o in obs:
+            o.observe, o.enabled = False, True
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, images: torch.Tensor, batch: int = 32) -> nn.Module:
+    """Reset the activation ranges and estimate them on ``images`` (float activations, eval mode)."""
+    for o in _observers(model):
+        for buf in (o.acc_min, o.acc_max, o.count):
+            buf.zero_()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with _calibrating(model):
+        for i in range(0, len(images), batch):
+            model(images[i : i + batch].to(device))
+    model.train(was_training)
+    return model
+
+
+def qat_recipe(base: Recipe | dict[str, Any], overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
+    """The QAT fine-tuning recipe: the model's training recipe with lr x 0.01, 3 epochs, no warmup, no EMA, fp32
+    (no autocast), then ``overrides``."""
+    from ..train.recipes import Recipe
+
+    if not isinstance(base, Recipe):
+        base = Recipe(**{k: v for k, v in base.items() if k in Recipe.__dataclass_fields__})
+    recipe = dataclasses.replace(
+        base,
+        name=f"qat < {base.name}",
+        lr=base.lr * 0.01,
+        epochs=3,
+        warmup_epochs=0.0,
+        ema_decay=0.0,
+        amp="none",
+        compile=False,
+    )
+    return recipe.with_overrides(overrides) if overrides else recipe
+
+
+def qat_model_from_checkpoint(ck: dict[str, Any] | str | Path) -> nn.Module:
+    """Rebuild a QAT model (fused, fake-quantized, with its ranges) from a checkpoint of a QAT fine-tuning run."""
+    from ..models import create_model
+    from ..train.checkpoint import load_checkpoint
+
+    if not isinstance(ck, dict):
+        ck = load_checkpoint(ck)
+    model = prepare_qat(create_model(ck["model_name"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {})))
+    model.load_state_dict(ck["model"])
+    model.default_cfg = {**model.default_cfg, **ck.get("default_cfg", {})}
+    model.class_names = list(ck.get("class_names") or [])
+    return model.eval()
+
+
+def export_qat_onnx(model: nn.Module, path: str | Path, *, input_size: int | None = None, info: dict | None = None):
+    """Export a QAT model (eval mode) to an int8 QDQ ONNX file: int8 weights, int32 conv biases, the metadata every
+    export carries with ``precision: int8`` and ``quantization`` = ``info``."""
+    import onnx
+
+    from ..export.onnx import META_KEY, artifact_metadata, export_onnx
+
+    path = Path(path)
+    export_onnx(model, path, input_size=input_size)  # (works on a copy: ``model`` stays as it is)
+    proto = onnx.load(str(path))
+    _store_int8_weights(proto)
+    _quantize_biases(proto)
+    del proto.metadata_props[:]
+    meta = {**artifact_metadata(model, precision="int8"), "quantization": info or {"method": "qat"}}
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _consumers(proto) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _bcast(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    if v.ndim == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def _store_int8_weights(proto) -> None:
+    """``fp32 initializer -> QuantizeLinear -> DequantizeLinear`` becomes ``int8 initializer -> DequantizeLinear``."""
+    from onnx import numpy_helper
+
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    users = _consumers(proto)
+    drop = []
+    for n in g.node:
+        if n.op_type != "QuantizeLinear" or not all(i in inits for i in n.input):
+            continue
+        w, scale, zp = (numpy_helper.to_array(inits[i]) for i in n.input[:3])
+        if w.dtype != np.float32:
+            continue
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        q = np.rint(w / _bcast(scale, axis, w.ndim)) + _bcast(zp.astype(np.float32), axis, w.ndim)
+        info = np.iinfo(zp.dtype)
+        name = f"{n.input[0]}_quantized"
+        g.initializer.append(numpy_helper.from_array(np.clip(q, info.min, info.max).astype(zp.dtype), name))
+        for dq in users.get(n.output[0], []):
+            dq.input[0] = name
+        drop.append(n)
+    for n in drop:
+        g.node.remove(n)
+    _prune_initializers(proto)
+
+
+def _quantize_biases(proto) -> None:
+    """A Conv's float bias becomes int32 through ``DequantizeLinear`` (scale = input scale x weight scale, zero 0),
+    so ONNX Runtime can run the whole node as an int8 conv."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    new_nodes = []
+    for k, n in enumerate(g.node):
+        if n.op_type != "Conv" or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        dq_x, dq_w = producer.get(n.input[0]), producer.get(n.input[1])
+        if not (dq_x and dq_w and dq_x.op_type == dq_w.op_type == "DequantizeLinear"):
+            continue
+        if not (dq_x.input[1] in inits and dq_w.input[1] in inits):
+            continue
+        x_scale = numpy_helper.to_array(inits[dq_x.input[1]]).astype(np.float64)
+        w_scale = numpy_helper.to_array(inits[dq_w.input[1]]).astype(np.float64)
+        bias = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+        scale = (x_scale * w_scale * np.ones_like(bias)).astype(np.float32)
+        q = np.clip(np.rint(bias / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        base = f"{n.input[2]}_{k}"  # unique: one bias initializer may feed several convs
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{base}_quantized"),
+                numpy_helper.from_array(scale, f"{base}_scale"),
+                numpy_helper.from_array(np.zeros_like(q), f"{base}_zero_point"),
+            ]
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dequantized"],
+                name=f"{base}_DequantizeLinear",
+                axis=0,
+            )
+        )
+        n.input[2] = f"{base}_dequantized"
+    for i, node in enumerate(new_nodes):  # DequantizeLinear of constants: any position before its consumer works
+        g.node.insert(i, node)
+    _prune_initializers(proto)
+
+
+def _prune_initializers(proto) -> None:
+    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+
+
+@dataclass
+class QATResult(QuantResult):
+    run: Path
+    """the fine-tuning run folder (``best.ckpt``, ``last.ckpt``, ``log.csv``): ``qat_model_from_checkpoint`` reads it"""
+    best_top1: float
+    """eval top-1 of the fake-quantized model at its best epoch"""
+
+
+def quantize_qat(
+    ckpt: str | Path,
+    data: str | Path,
+    calib: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    overrides: dict[str, Any] | list[str] | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> QATResult:
+    """QAT from a training checkpoint: calibrate on ``calib``, fine-tune on the dataset root ``data`` with
+    :func:`qat_recipe` and ``overrides`` (run folder ``out_dir/qat``), export the best epoch to
+    ``out_dir/<name>.qat.int8.onnx`` (and the checkpoint's fp32 model to ``out_dir/<name>.onnx`` to compare)."""
+    from ..data.datasets import open_split
+    from ..export.onnx import export_onnx
+    from ..train import TrainConfig, fit, load_checkpoint, model_from_checkpoint
+
+    ck = load_checkpoint(ckpt)
+    classes = open_split(data, "train").class_names
+    if classes != ck["class_names"]:
+        raise ValueError(f"{data}: classes {classes[:5]}... differ from the checkpoint's {ck['class_names'][:5]}...")
+    recipe = qat_recipe(ck["recipe"], overrides)
+    name = ck["model_name"]
+
+    def transform(model: nn.Module) -> nn.Module:
+        model.load_state_dict(ck["model"])
+        return prepare_qat(model, calib)
+
+    out_dir = Path(out_dir)
+    size = int(calib.shape[-1])
+    fp32 = export_onnx(model_from_checkpoint(ck), out_dir / f"{name}.onnx", input_size=size)
+    cfg = TrainConfig(
+        name,
+        data,
+        out_dir / "qat",
+        recipe,
+        device=device,
+        progress=progress,
+        tensorboard=False,
+        model_transform=transform,
+    )
+    res = fit(cfg)
+    model = qat_model_from_checkpoint(res.best or res.last)
+    info = {
+        "method": "qat",
+        "toolchain": f"torch {torch.__version__} fake quantization, ONNX QDQ",
+        "weights": "int8 per-channel",
+        "activations": "uint8 per-tensor",
+        "checkpoint": str(ckpt),
+        "calibration_images": len(calib),
+        "epochs": recipe.epochs,
+        "lr": recipe.lr,
+    }
+    int8 = export_qat_onnx(model, out_dir / f"{name}.qat.int8.onnx", input_size=size, info=info)
+    return QATResult(fp32, int8, res.output, res.best_top1)
