@@ -1,0 +1,335 @@
+"""``mobilezoo bench`` and ``mobilezoo report`` (registered by mobilezoo.cli; heavy imports stay in the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HEADLINE = [
+    "MobileNetV1_x1_0",
+    "MobileNetV2_x1_0",
+    "MobileNetV3_large_x1_0",
+    "MobileNetV3_small_x1_0",
+    "ShuffleNetV2_x1_0",
+    "GhostNet_x1_0",
+]
+DEFAULT_TRAINING_CSV = Path("benchmarks/results/cifar10_training.csv")
+_MODES = {"eager": "torch", "jit": "torch-jit", "compile": "torch-compile", "cudagraph": "torch-cudagraph"}
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv(s)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _models(spec: str | None, default: list[str]) -> list[str]:
+    from ..models import get_entry, list_models
+
+    if not spec:
+        return default
+    if spec == "all":
+        return list_models(archs_only=True)
+    out = []
+    for item in _csv(spec):
+        if any(ch in item for ch in "*?["):
+            out += list_models(item, archs_only=True)
+        else:
+            out.append(get_entry(item).name)
+    return list(dict.fromkeys(out))
+
+
+def _backends(args: argparse.Namespace, default: list[str]) -> list[str]:
+    backends = _csv(args.backends) if args.backends else list(default)
+    if getattr(args, "modes", None):
+        backends = [b for b in backends if not b.startswith("torch")]
+        for m in _csv(args.modes):
+            if m not in _MODES:
+                raise ValueError(f"unknown mode {m!r}; choose from {', '.join(_MODES)}")
+            if _MODES[m] not in backends:
+                backends.append(_MODES[m])
+        backends.sort(key=lambda b: not b.startswith("torch"))
+    return backends
+
+
+def _policy(name: str):
+    from . import harness
+
+    return {"quick": harness.QUICK, "standard": harness.STANDARD, "full": harness.FULL}[name]
+
+
+def _channels_last(v: str) -> list[bool]:
+    return {"off": [False], "on": [True], "both": [False, True]}[v]
+
+
+def _spec(
+    args: argparse.Namespace,
+    models: list[str],
+    backends: list[str],
+    threads: list[int],
+    batches: list[int],
+    precisions: list[str],
+    policy: str,
+):
+    from .grid import BenchSpec
+
+    return BenchSpec(
+        models=models,
+        backends=backends,
+        threads=threads,
+        batch_sizes=batches,
+        precisions=precisions,
+        device=args.device,
+        channels_last=_channels_last(args.channels_last),
+        input_size=args.input_size,
+        policy=_policy(policy),
+        weights=args.weights,
+        gate=not args.no_gate,
+        compile_mode=getattr(args, "compile_mode", None),
+        pin=not args.no_pin,
+    )
+
+
+def _print_rows(rows: list[dict], fmt: str) -> None:
+    from .. import _table
+
+    cols = [
+        "model",
+        "backend",
+        "precision",
+        "threads",
+        "batch_size",
+        "channels_last",
+        "status",
+        "median_ms",
+        "p90_ms",
+        "min_ms",
+        "spread",
+        "throughput_ips",
+        "noisy",
+        "gate_rel_diff",
+        "reason",
+    ]
+    _table.render(rows, fmt, columns=cols, title="mobilezoo bench (ms per batch; images/s at the median)")
+
+
+def cmd_per_layer(args: argparse.Namespace) -> int:
+    from .. import _table
+    from ..models import get_entry
+    from .perlayer import per_layer
+
+    name = get_entry(args.per_layer).name
+    threads = _ints(args.threads)[0] if args.threads else 1
+    batch = _ints(args.batch_sizes)[0] if args.batch_sizes else 1
+    precision = _csv(args.precision)[0] if args.precision else "fp32"
+    res = per_layer(
+        name,
+        threads=threads,
+        device=args.device,
+        precision=precision,
+        batch_size=batch,
+        input_size=args.input_size,
+        iters=args.iters,
+        fuse=args.fuse,
+    )
+    p = res.peaks
+    title = (
+        f"{name} per layer: eager PyTorch {precision}, {args.device}, {threads} thread(s), batch {batch}; roofline "
+        f"from measured ceilings {p['peak_gflops']} GFLOP/s, {p['cache_gbps']}/{p.get('llc_gbps')}/{p['dram_gbps']} "
+        "GB/s (cache/LLC/DRAM); FLOPs = 2 x MACs"
+    )
+    _table.render(res.rows, args.format, title=title)
+    _table.render(res.by_kind(), args.format, title="time share vs MACs share by operator kind")
+    _table.render([res.summary()], args.format, title="whole network")
+    if args.output:
+        import json
+
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / f"per_layer_{name}.csv").open("w") as f:
+            _table.render(res.rows, "csv", out=f)
+        doc = {"summary": res.summary(), "peaks": res.peaks, "by_kind": res.by_kind(), "layers": res.rows}
+        (out / f"per_layer_{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        with (out / f"per_layer_{name}.md").open("w") as f:
+            f.write(f"# {title}\n\n")
+            for rows, sub in (
+                ([res.summary()], "whole network"),
+                (res.by_kind(), "time share vs MACs share by operator kind"),
+                (res.rows, "per layer"),
+            ):
+                _table.render(rows, "md", title=sub, out=f)
+                f.write("\n")
+        print(f"wrote {out / f'per_layer_{name}'}.csv/.json/.md", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.per_layer:
+        return cmd_per_layer(args)
+    from .grid import run_bench
+    from .results import write_csv, write_json
+
+    cuda = args.device.startswith("cuda")
+    models = _models(args.models, HEADLINE)
+    backends = _backends(args, ["torch"] if cuda else ["torch", "onnxruntime", "openvino"])
+    spec = _spec(
+        args,
+        models,
+        backends,
+        _ints(args.threads) if args.threads else [1],
+        _ints(args.batch_sizes) if args.batch_sizes else [1],
+        _csv(args.precision) if args.precision else ["fp32"],
+        args.policy,
+    )
+    run = run_bench(spec, progress=not args.no_progress)
+    out = Path(args.output)
+    csv_path, json_path = write_csv(run.results, out / "results.csv"), write_json(run, out / "results.json")
+    _print_rows(run.results, args.format)
+    print(f"wrote {csv_path} and {json_path} ({run.wall_s:.0f} s)", file=sys.stderr)
+    return 1 if any(r["status"] == "wrong" for r in run.results) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import build_report
+
+    t0 = time.perf_counter()
+    training = args.training_results or (DEFAULT_TRAINING_CSV if DEFAULT_TRAINING_CSV.is_file() else None)
+    cuda = args.device.startswith("cuda")
+    if args.from_results:
+        from .results import read_run
+
+        run = read_run(args.from_results)
+    else:
+        from .backends import available
+        from .grid import run_bench
+
+        models = _models(args.models, _models("all", []))
+        if args.full:
+            ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if cuda:
+                default_backends = ["torch", "torch-cudagraph", "torch-compile"]
+                threads, batches, precisions = [1], [1, 8, 256], ["fp32", "fp16", "bf16"]
+                if args.channels_last == "off":
+                    args.channels_last = "both"
+            else:
+                default_backends = [
+                    b for b in ("torch", "torch-jit", "onnxruntime", "openvino", "ncnn") if available(b) is None
+                ]
+                threads = sorted({1, ncpu})
+                batches, precisions = [1, 8], ["fp32", "bf16", "int8"]
+            policy = args.policy or "standard"
+        else:
+            default_backends = (
+                ["torch"] if cuda else [b for b in ("torch", "onnxruntime", "openvino") if available(b) is None]
+            )
+            threads, batches, precisions, policy = [1], [1], ["fp32"], args.policy or "quick"
+        spec = _spec(
+            args,
+            models,
+            _backends(args, default_backends),
+            _ints(args.threads) if args.threads else threads,
+            _ints(args.batch_sizes) if args.batch_sizes else batches,
+            _csv(args.precision) if args.precision else precisions,
+            policy,
+        )
+        run = run_bench(spec, progress=not args.no_progress)
+    pl = None
+    if args.per_layer.lower() != "none":
+        from ..models import get_entry
+        from .perlayer import per_layer
+
+        th = min((int(r["threads"]) for r in run.results), default=1)
+        size = int(run.spec.get("input_size") or args.input_size)
+        pl = per_layer(get_entry(args.per_layer).name, threads=th, device=args.device, iters=10, input_size=size)
+    paths = build_report(run, args.output, training_csv=training, per_layer=pl)
+    took = time.perf_counter() - t0
+    wrong = sum(r["status"] == "wrong" for r in run.results)
+    print(
+        f"report: {paths['report_md']} and {paths['report_html']} ({len(run.results)} configurations, "
+        f"{wrong} wrong, {took:.0f} s)"
+    )
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from .. import _table
+
+    p.add_argument("--models", help="comma list of zoo names, globs ('ShuffleNetV1_*'), or 'all'")
+    p.add_argument(
+        "--backends", help="comma list: torch, torch-jit, torch-compile, torch-cudagraph, onnxruntime, openvino, ncnn"
+    )
+    p.add_argument("--modes", help="torch modes (replace torch backends): eager, jit, compile, cudagraph")
+    p.add_argument("--threads", help="comma list of thread counts, e.g. 1,2 (threads are pinned to cores)")
+    p.add_argument("--batch-sizes", help="comma list, e.g. 1,8,256")
+    p.add_argument("--precision", help="comma list: fp32, fp16, bf16, int8")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--channels-last", choices=("off", "on", "both"), default="off", help="torch memory format")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument(
+        "--weights",
+        choices=("random", "pretrained"),
+        default="random",
+        help="random (default: no network; speed does not depend on values) or the published checkpoints",
+    )
+    p.add_argument("--no-gate", action="store_true", help="skip the numerical check against fp32 eager (not advised)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the process to `threads` cores")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode (default on CUDA: reduce-overhead, i.e. CUDA graphs; max-autotune tunes for minutes)",
+    )
+    p.add_argument("--format", choices=_table.FORMATS, default="table", help="printed table format")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time models x backends x threads x batch sizes x precisions (numerically gated), or one model per layer",
+    )
+    _common(p)
+    p.add_argument("--policy", choices=("quick", "standard", "full"), default="standard", help="timing effort")
+    p.add_argument("-o", "--output", default="mobilezoo-bench", help="folder for results.csv / results.json")
+    p.add_argument("--per-layer", metavar="MODEL", help="where the time goes in MODEL, layer by layer")
+    p.add_argument("--iters", type=int, default=30, help="--per-layer: passes per layer timing")
+    p.add_argument("--fuse", action="store_true", help="--per-layer: fold BatchNorm first (as deployed)")
+    p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser("report", help="the comparison report on this machine (Markdown + HTML + plots)")
+    _common(p)
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole grid (all backends, threads, batch 1/8, "
+        "fp32/bf16/int8; on CUDA eager/cudagraph/compile, fp32/fp16/bf16, batch 1/8/256, channels_last)",
+    )
+    p.add_argument(
+        "--policy",
+        choices=("quick", "standard", "full"),
+        default=None,
+        help="timing effort (default: quick; standard with --full)",
+    )
+    p.add_argument("-o", "--output", default="mobilezoo-report", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--training-results",
+        type=Path,
+        default=None,
+        help=f"CIFAR-10 training results CSV (default: {DEFAULT_TRAINING_CSV} when present)",
+    )
+    p.add_argument("--from-results", type=Path, help="build the report from a bench results.json instead of measuring")
+    p.add_argument(
+        "--per-layer",
+        default="ShuffleNetV2_x1_0",
+        metavar="MODEL",
+        help="model for the per-layer section ('none' to skip; default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,237 @@
+"""Where the time goes, layer by layer: each layer's measured time beside its MACs, the bytes it moves, its arithmetic
+intensity, and the machine's roofline bound for it.
+
+Time: forward pre/post hooks on every module of the eager network time each call (``perf_counter``, with a device
+sync on CUDA); a module's *own* time is its time minus its children's, so functional work done inside a container
+(residual adds, concatenation, channel shuffle, SE scaling) is charged to that container, exactly as the profiler
+(:mod:`mobilezoo.profile.counter`) charges its MACs and bytes. Each layer's time is the median over ``iters`` passes.
+Hooks cost a few microseconds per module; the un-hooked whole-network time is measured too and the difference is
+reported, so the sum of the rows is not mistaken for the network's latency.
+
+Roofline: ``max(FLOPs / peak FLOP/s, bytes / bandwidth)`` with the machine's *measured* ceilings
+(:func:`~.machine.measure_peaks`): a layer far above its bound is limited by something else (launch/dispatch
+overhead, layout changes, poor kernel) — the ShuffleNetV2 paper's point that MACs are not latency, made measurable.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .machine import Peaks, measure_peaks
+
+__all__ = ["PerLayerResult", "layer_kind", "per_layer"]
+
+
+def layer_kind(m: nn.Module) -> str:
+    """A readable operator kind: depthwise/pointwise/grouped/dense conv, BN, activation, linear, or the container."""
+    if isinstance(m, nn.Conv2d):
+        if m.groups > 1 and m.groups == m.in_channels:
+            return f"conv dw {m.kernel_size[0]}x{m.kernel_size[1]}"
+        if m.kernel_size == (1, 1):
+            return "conv 1x1" + (f" g{m.groups}" if m.groups > 1 else "")
+        return f"conv {m.kernel_size[0]}x{m.kernel_size[1]}" + (f" g{m.groups}" if m.groups > 1 else "")
+    if isinstance(m, nn.BatchNorm2d):
+        return "batchnorm"
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.GELU)):
+        return "activation"
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return "pool"
+    return type(m).__name__ + " (own ops)"
+
+
+@dataclass
+class PerLayerResult:
+    model: str
+    device: str
+    threads: int
+    precision: str
+    batch_size: int
+    total_ms: float
+    """Median whole-network latency without hooks."""
+    hooked_ms: float
+    """Median whole-network latency with the timing hooks (the rows add up to about this)."""
+    peaks: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_kind(self) -> list[dict[str, Any]]:
+        """Time share beside MACs share and bytes share, per operator kind."""
+        agg: dict[str, dict[str, float]] = defaultdict(lambda: {"time_ms": 0.0, "macs": 0, "bytes": 0, "layers": 0})
+        for r in self.rows:
+            a = agg[r["kind"]]
+            a["time_ms"] += r["time_ms"]
+            a["macs"] += r["MACs"]
+            a["bytes"] += r["bytes"]
+            a["layers"] += 1
+        t = sum(a["time_ms"] for a in agg.values()) or 1.0
+        macs = sum(a["macs"] for a in agg.values()) or 1
+        nbytes = sum(a["bytes"] for a in agg.values()) or 1
+        out = [
+            {
+                "kind": k,
+                "layers": int(a["layers"]),
+                "time_ms": round(a["time_ms"], 4),
+                "time_%": round(100 * a["time_ms"] / t, 1),
+                "MACs_%": round(100 * a["macs"] / macs, 1),
+                "bytes_%": round(100 * a["bytes"] / nbytes, 1),
+            }
+            for k, a in agg.items()
+        ]
+        return sorted(out, key=lambda r: -r["time_ms"])
+
+    def summary(self) -> dict[str, Any]:
+        roof = sum(r["roofline_ms"] for r in self.rows)
+        return {
+            "model": self.model,
+            "latency_ms (no hooks)": round(self.total_ms, 3),
+            "sum of layers_ms (hooked)": round(sum(r["time_ms"] for r in self.rows), 3),
+            "hook overhead_ms": round(self.hooked_ms - self.total_ms, 3),
+            "roofline_ms": round(roof, 3),
+            "roofline / latency": round(roof / self.total_ms, 3) if self.total_ms else None,
+            "MACs": sum(r["MACs"] for r in self.rows),
+            "bytes moved": sum(r["bytes"] for r in self.rows),
+        }
+
+
+def _median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3 if xs else 0.0
+
+
+@torch.no_grad()
+def per_layer(
+    model: nn.Module | str,
+    *,
+    threads: int | None = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 1,
+    input_size: int = 224,
+    iters: int = 20,
+    warmup: int = 3,
+    fuse: bool = False,
+    peaks: Peaks | None = None,
+) -> PerLayerResult:
+    """Time every layer of ``model`` (a zoo name or module) in eager PyTorch and set it beside its costs."""
+    from ..models.fuse import fuse_bn
+    from ..profile import profile_model
+    from .harness import pinned
+
+    if isinstance(model, str):
+        from .grid import prepare_model
+
+        name = model
+        model = prepare_model(model, input_size=input_size)
+    else:
+        name = getattr(model, "model_name", type(model).__name__)
+    net = fuse_bn(model) if fuse else model.eval()
+    prof = profile_model(net, input_size=input_size, batch_size=batch_size, name=name)
+    stats = {s.name: s for s in prof.layers}
+    cuda = device.startswith("cuda")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    net = net.to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if peaks is None:
+        peaks = measure_peaks(threads or 1, "cuda" if cuda else "cpu", precision if cuda else "fp32")
+
+    modules = {n: m for n, m in net.named_modules() if n}
+    children = {n: [f"{n}.{c}" for c, _ in m.named_children()] for n, m in modules.items()}
+    children[""] = [c for c, _ in net.named_children()]
+    inclusive: dict[str, float] = {}
+    starts: dict[str, list[float]] = defaultdict(list)
+    samples: dict[str, list[float]] = defaultdict(list)
+
+    def pre(name: str):
+        def hook(_m, _i):
+            sync()
+            starts[name].append(time.perf_counter())
+
+        return hook
+
+    def post(name: str):
+        def hook(_m, _i, _o):
+            sync()
+            inclusive[name] = inclusive.get(name, 0.0) + time.perf_counter() - starts[name].pop()
+
+        return hook
+
+    x = torch.randn(batch_size, 3, input_size, input_size, device=device, dtype=dtype)
+    with pinned(threads if not cuda else None):
+        for _ in range(warmup):
+            net(x)
+        sync()
+        plain = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            net(x)
+            sync()
+            plain.append(time.perf_counter() - t)
+        hooks = []
+        for n, m in modules.items():
+            hooks.append(m.register_forward_pre_hook(pre(n)))
+            hooks.append(m.register_forward_hook(post(n)))
+        hooked = []
+        try:
+            for i in range(warmup + iters):
+                inclusive.clear()
+                t = time.perf_counter()
+                net(x)
+                sync()
+                total = time.perf_counter() - t
+                if i < warmup:
+                    continue
+                hooked.append(total)
+                inclusive[""] = total
+                for n in ["", *modules]:
+                    own = inclusive.get(n, 0.0) - sum(inclusive.get(c, 0.0) for c in children.get(n, []))
+                    samples[n or "(model)"].append(max(own, 0.0))
+        finally:
+            for h in hooks:
+                h.remove()
+
+    rows = []
+    for key, s in stats.items():
+        m = modules.get(key, net)
+        t_ms = _median_ms(samples.get(key, []))
+        nbytes = s.bytes_read + s.bytes_written
+        flops = 2 * s.macs
+        roof_s = peaks.roofline_s(flops, nbytes)
+        compute_s = flops / (peaks.peak_gflops * 1e9)
+        rows.append(
+            {
+                "layer": key,
+                "kind": layer_kind(m) if key != "(model)" else "model (own ops)",
+                "out_shape": "x".join(map(str, s.out_shape)),
+                "MACs": s.macs,
+                "bytes": nbytes,
+                "FLOPs_per_byte": round(s.intensity, 2),
+                "time_ms": round(t_ms, 4),
+                "roofline_ms": round(roof_s * 1e3, 4),
+                "bound": "compute" if compute_s >= nbytes / peaks.bandwidth(nbytes) else "memory",
+                "GFLOP/s": round(flops / (t_ms * 1e-3) / 1e9, 2) if t_ms > 0 else None,
+                "of_roofline_%": round(100 * roof_s * 1e3 / t_ms, 1) if t_ms > 0 else None,
+            }
+        )
+    total_t = sum(r["time_ms"] for r in rows) or 1.0
+    total_macs = sum(r["MACs"] for r in rows) or 1
+    for r in rows:
+        r["time_%"] = round(100 * r["time_ms"] / total_t, 2)
+        r["MACs_%"] = round(100 * r["MACs"] / total_macs, 2)
+    return PerLayerResult(
+        name,
+        device,
+        threads or torch.get_num_threads(),
+        precision,
+        batch_size,
+        _median_ms(plain),
+        _median_ms(hooked),
+        peaks.as_dict(),
+        rows,
+    )
