@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,24 +14,10 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg": os.getloadavg(),
-    }
+    """The project's one machine record (mobilezoo.bench.machine), plus torch's thread count and the git commit."""
+    from mobilezoo.bench.machine import machine_info
+
+    info = {**machine_info(), "torch_threads": torch.get_num_threads()}
     try:
         info["git"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
