@@ -245,7 +245,13 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=order)
         w.writeheader()
         w.writerows(rows)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    root = Path(__file__).resolve().parents[2]
+
+    def rel(p: Path) -> str:  # results record repo-relative paths, not this machine's
+        p = p.resolve()
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    config = {k: (rel(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["photos"] = [p.name for p in sorted(PHOTOS.glob("*.jpg"))]
     config["weights"] = "random (--random-weights): throughput does not depend on the weights"
     config["clients_in"] = "the benchmark process, on the same machine as the server"

@@ -38,6 +38,16 @@ class EvalPreprocess:
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description (artifact metadata, the serving API); ``eval_preprocess(d)`` rebuilds it."""
+        return {
+            "resize_short": self.resize_short,
+            "crop_size": self.crop_size,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` after the short-side resize, rounded as PaddleClas does."""
         scale = self.resize_short / min(width, height)

@@ -93,13 +93,7 @@ def artifact_metadata(model: nn.Module, class_names: list[str] | None = None, pr
         "model_name": getattr(model, "model_name", type(model).__name__),
         "class_names": class_names or class_names_for(model),
         "num_classes": getattr(model, "num_classes", None),
-        "preprocess": {
-            "resize_short": pre.resize_short,
-            "crop_size": pre.crop_size,
-            "interpolation": pre.interpolation,
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-        },
+        "preprocess": pre.as_dict(),
         "precision": precision,
     }
 

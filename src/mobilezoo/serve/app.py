@@ -499,13 +499,7 @@ def create_app(rt: Runtime, config: ServeConfig | None = None) -> FastAPI:
             "device": rt.device,
             "precision": rt.precision,
             "num_classes": len(names),
-            "preprocess": {
-                "resize_short": pre.resize_short,
-                "crop_size": pre.crop_size,
-                "interpolation": pre.interpolation,
-                "mean": list(pre.mean),
-                "std": list(pre.std),
-            },
+            "preprocess": pre.as_dict(),
             "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms, "queue_size": cfg.queue_size},
             "limits": {
                 "max_body_bytes": cfg.max_body_bytes,
