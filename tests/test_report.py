@@ -52,7 +52,7 @@ def test_model_rows_have_the_seven_dimensions(tiny_run, training_csv):
     assert set(rows) == set(MODELS)
     mb = rows["MobileNetV3_small_x0_35"]
     assert mb["ImageNet top-1 % (pub)"] == pytest.approx(53.0)  # PaddleClas's table
-    assert mb["CIFAR-10 top-1 %"] == pytest.approx(80.1) and mb["train time"] == "20.0 min"
+    assert mb["CIFAR-10 top-1 %"] == pytest.approx(80.1) and mb["train time"] == "20.0 min (30 ep, cpu)"
     sh = rows["ShuffleNetV2_x0_25"]
     assert sh["CIFAR-10 top-1 %"] == NOT_MEASURED and sh["train time"] == NOT_MEASURED
     for r in rows.values():

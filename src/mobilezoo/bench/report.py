@@ -190,7 +190,8 @@ def model_rows(run: BenchRun, training: dict[str, dict[str, Any]] | None = None)
                     best_ms, best_key = ms, k
         row["fastest fp32"] = best_key
         t = tr.get("train_time_s")
-        row["train time"] = f"{t / 60:.1f} min" if t is not None else NOT_MEASURED
+        how = ", ".join(x for x in (f"{tr['epochs']} ep" if tr.get("epochs") else "", tr.get("device") or "") if x)
+        row["train time"] = (f"{t / 60:.1f} min" + (f" ({how})" if how else "")) if t is not None else NOT_MEASURED
         for col, label in _PUBLISHED:
             row[label] = ref.get(col)
         rows.append(row)

@@ -15,8 +15,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..data import eval_preprocess
     from ..models import create_model
     from ..runtime import load, load_checkpoint_model
-    from . import calibration_images, quantize_ptq
+    from . import artifact_bytes, calibration_images, quantize_ptq
 
+    if args.method == "qat" and args.toolchain != "onnxruntime":
+        raise ValueError("--toolchain applies to --method ptq; qat exports its own ONNX QDQ graph")
     if args.method == "qat" and not (args.ckpt and args.ckpt.suffix == ".ckpt" and args.data):
         raise ValueError(
             "--method qat fine-tunes a trained model: it needs --ckpt (a training run's .ckpt, whose recipe it reuses) "
@@ -36,15 +38,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 args.ckpt, args.data, calib, args.output, overrides=args.override, device=args.device, progress=True
             )
     else:
-        res = quantize_ptq(model, calib, args.output, method=args.calibration)
+        res = quantize_ptq(model, calib, args.output, method=args.calibration, toolchain=args.toolchain)
     report: dict = {
         "model": getattr(model, "model_name", args.model),
         "fp32": str(res.fp32),
         "int8": str(res.int8),
-        "fp32_bytes": res.fp32.stat().st_size,
-        "int8_bytes": res.int8.stat().st_size,
+        "fp32_bytes": artifact_bytes(res.fp32),
+        "int8_bytes": artifact_bytes(res.int8),
         "size_ratio": round(res.size_ratio, 2),
         "method": args.method,
+        "toolchain": args.toolchain if args.method == "ptq" else "qat (torch fake quantization, ONNX QDQ)",
         "calibration": {"images": len(calib), "method": args.calibration, "source": str(args.calib)},
     }
     if args.method == "qat":
@@ -58,7 +61,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         loader = build_eval_loader(ds, pre, "stream" if ds.arrays is None else "memory", torch.device("cpu"), False)
         k = int(getattr(model, "num_classes", 1000))
         for label, path in (("fp32", res.fp32), ("int8", res.int8)):
-            r = evaluate(load(path, backend="onnxruntime", threads=args.threads), loader, k)
+            r = evaluate(load(path, threads=args.threads), loader, k)  # the artifact's format picks the backend
             report[f"{label}_top1"], report[f"{label}_top5"] = r.top1, r.top5
         report["top1_drop"] = round(report["fp32_top1"] - report["int8_top1"], 2)
     if args.json:
@@ -84,7 +87,16 @@ def register(sub) -> None:
     p.add_argument("--calib", required=True, help="folder (tree) of real images for calibration")
     p.add_argument("-n", "--num-calib", type=int, default=256)
     p.add_argument("--method", choices=("ptq", "qat"), default="ptq")
-    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax", help="ptq only")
+    p.add_argument(
+        "--toolchain",
+        choices=("onnxruntime", "nncf"),
+        default="onnxruntime",
+        help="ptq: onnxruntime (.int8.onnx QDQ, runs on onnxruntime) or nncf (OpenVINO .int8.xml IR, fastest on "
+        "openvino, notably for MobileNetV3)",
+    )
+    p.add_argument(
+        "--calibration", choices=("minmax", "entropy", "percentile"), default="minmax", help="ptq, onnxruntime only"
+    )
     p.add_argument(
         "--data",
         help="qat: dataset root to fine-tune on (the checkpoint's recipe with lr x0.01, 3 epochs, no warmup/EMA)",
