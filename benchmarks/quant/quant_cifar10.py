@@ -338,6 +338,21 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
                     f"{r['artifact']} | {r['speedup_vs_fp32']:.2f}x ({r['median_ms']:.3f} ms) | "
                     f"{'reached' if ok else 'missed'} |"
                 )
+    odd = []
+    for model in dict.fromkeys(r["model"] for r in acc):
+        by_art: dict[str, list[dict]] = {}
+        for r in acc:
+            if r["model"] == model and r["precision"] == "int8":
+                by_art.setdefault(r["artifact"], []).append(r)
+        for art, rs in by_art.items():
+            if len(rs) > 1 and max(r["top1"] for r in rs) - min(r["top1"] for r in rs) > 2.0:
+                odd.append(
+                    f"- {model}, {art}: the same int8 artifact scores "
+                    + ", ".join(f"{r['top1']:.2f}% on {r['engine'].removeprefix(art + '-')}" for r in rs)
+                    + ": the runtimes do not execute this graph alike (a runtime's int8 lowering, not the weights)."
+                )
+    if odd:
+        lines += ["", "## Runtime disagreements (same artifact, > 2 points apart)", "", *odd]
     lines += [
         "",
         "## Fastest int8 vs fastest fp32 in this run (ImageNet configuration, 224x224, batch 1, one thread)",
@@ -406,7 +421,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="keep the artifacts here (default: a temporary folder)")
     ap.add_argument("--out", default="quant_cifar10")
     ap.add_argument("--append", action="store_true", help="keep the other models' rows of the existing results")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the .md from the existing CSV/JSON results")
     args = ap.parse_args()
+    if args.summary_only:
+        doc = json.loads((RESULTS / f"{args.out}.json").read_text())
+        lat_p, ops_p = RESULTS / f"{args.out}_latency.json", RESULTS / f"{args.out}_ops.json"
+        lat_rows = json.loads(lat_p.read_text())["rows"] if lat_p.is_file() else []
+        op_rows = json.loads(ops_p.read_text())["rows"] if ops_p.is_file() else []
+        (RESULTS / f"{args.out}.md").write_text(summary(doc["rows"], lat_rows, doc["meta"], op_rows))
+        return
 
     import logging
 

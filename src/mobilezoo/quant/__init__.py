@@ -168,8 +168,10 @@ def quantize_ptq(
 
 def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path) -> Path:
     """NNCF post-training quantization of the OpenVINO model of ``fp32`` (an ONNX file), saved as IR at ``out``."""
+    import contextlib
     import logging
     import shutil
+    import sys
     import tempfile
 
     from .._deps import require
@@ -180,12 +182,13 @@ def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path) -> Path:
     nncf = require("nncf")
     logging.getLogger("nncf").setLevel(logging.ERROR)
     samples = [calib[i : i + 1].float().numpy() for i in range(len(calib))]
-    quantized = nncf.quantize(
-        ov.convert_model(str(fp32)),
-        nncf.Dataset(samples),
-        subset_size=len(samples),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # nncf's progress bars: keep stdout for the caller's output
+        quantized = nncf.quantize(
+            ov.convert_model(str(fp32)),
+            nncf.Dataset(samples),
+            subset_size=len(samples),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+        )
     meta = {
         **read_onnx_metadata(fp32),
         "precision": "int8",
