@@ -415,9 +415,22 @@ def test_peers_goals_are_computed_from_the_rows():
     assert b["goal_fp32_vs_fastest_peer"] == "missed" and "auto slower" in b["fp32_margin"]
     assert b["goal_3x_vs_eager"] == "missed by 0.73x"
     assert b["goal_reduced_1_5x"].startswith("speed missed")
-    acc = {"A": {"fp32": 90.0, "int8-onnxruntime": 89.8, "bf16-openvino": 90.0}}
+    acc = {"A": {"fp32": 90.0, "int8-openvino": 89.8, "bf16-openvino": 90.0}}
     a2 = next(g for g in peers.evaluate(rows, acc) if g["model"] == "A")
     assert a2["top1_drop_points"] == pytest.approx(0.2) and a2["goal_reduced_1_5x"].endswith("verified")
+    # a faster int8 engine that loses accuracy, or fails the gate, is passed over (and named) for the next one
+    rows3 = [
+        *rows,
+        row("A", "mobilezoo-int8-nncf-openvino", 2.0, "int8"),
+        row("A", "mobilezoo-int8-onnxruntime", 1.0, "int8", status="wrong"),
+    ]
+    acc3 = {"A": {**acc["A"], "int8-nncf-openvino": 88.0}}
+    a3 = next(g for g in peers.evaluate(rows3, acc3) if g["model"] == "A")
+    assert a3["best_reduced"] == "mobilezoo-int8-openvino" and a3["goal_reduced_1_5x"].endswith("verified")
+    skipped = " ".join(a3["reduced_skipped_faster"])
+    assert "int8-onnxruntime 1.00 ms (wrong" in skipped and "nncf-openvino 2.00 ms (CIFAR-10 top-1 drop 2.00" in skipped
+    a4 = next(g for g in peers.evaluate(rows, {"A": {"fp32": 90.0}}) if g["model"] == "A")
+    assert "not verified" in a4["goal_reduced_1_5x"]  # an engine without its own accuracy check is not verified
     why = "\n".join(peers.why_lines(list(goals.values()), rows, {"cpu_features": []}))
     assert "B, auto vs ncnn" in why and "B, 3x PyTorch eager" in why
 
