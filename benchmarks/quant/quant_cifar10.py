@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from _common import DATA, RESULTS, machine, write
+from _common import DATA, RESULTS, machine, rel, write
 
 MODELS = [
     "MobileNetV1_x1_0",
@@ -441,7 +441,7 @@ def main() -> None:
     lat: list[dict] = []
     ops: list[dict] = []
     loaders: dict = {}
-    meta: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv), "data": args.data}
+    meta: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv), "data": rel(args.data)}
     names = [n for n in args.models.split(",") if n]
     found = {n: args.ckpt_dir / n / "best.ckpt" for n in names}
     missing = [n for n, p in found.items() if not p.is_file()]

@@ -27,6 +27,13 @@ def machine() -> dict:
     return info
 
 
+def rel(path: str | Path) -> str:
+    """A path as the results files record it: relative to the repository (``../shared/...`` for the shared data)."""
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parents[2])
+
+
 def write(name: str, rows: list[dict], meta: dict) -> tuple[Path, Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.json"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, machine, write
+from _common import DATA, machine, rel, write
 
 STUDY = [
     "ShuffleNetV2_x0_5",
@@ -74,7 +74,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-        write(args.out, rows, {"machine": machine(), "command": " ".join(sys.argv), "data": args.data})
+        write(args.out, rows, {"machine": machine(), "command": " ".join(sys.argv), "data": rel(args.data)})
 
 
 if __name__ == "__main__":

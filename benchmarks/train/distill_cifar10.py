@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, machine, write
+from _common import DATA, machine, rel, write
 
 
 def subset(src: Path, dst: Path, per_class: int) -> Path:
@@ -106,7 +106,7 @@ def main() -> None:
     meta = {
         "machine": machine(),
         "command": " ".join(sys.argv),
-        "data": str(data),
+        "data": rel(data),
         "distilled_minus_alone_top1": round(gain, 2),
         "distilled_beats_alone": gain > 0,
     }
