@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from _common import DATA, RESULTS, machine, rel, write
+from _common import DATA, RESULTS, machine, rel, subset, write
 
 MODELS = [
     "MobileNetV1_x1_0",
@@ -55,21 +54,6 @@ QAT_GOAL = {"MobileNetV3_large_x1_0": 1.0}  # issue: <= 1.0 top-1 point lost wit
 REDUCED_GOAL = 0.5  # reduced-precision peer goal: top-1 drop <= 0.5 point
 SPEED_GOAL = 1.5
 SIZE_GOAL = 4.0
-
-
-def subset(src: Path, dst: Path, per_class: int) -> Path:
-    """An ImageFolder with the first ``per_class`` training images of each class (symlinks) and the test split."""
-    if dst.exists():
-        return dst
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for cls in sorted(p.name for p in (src / "train").iterdir()):
-        (tmp / "train" / cls).mkdir(parents=True)
-        for f in sorted((src / "train" / cls).iterdir())[:per_class]:
-            (tmp / "train" / cls / f.name).symlink_to(f.resolve())
-    (tmp / "test").symlink_to((src / "test").resolve())
-    tmp.rename(dst)
-    return dst
 
 
 def timing(fns: dict[str, Any], x, rounds: int) -> dict[str, dict[str, float]]:

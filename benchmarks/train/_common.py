@@ -34,6 +34,24 @@ def rel(path: str | Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parents[2])
 
 
+def subset(src: Path, dst: Path, per_class: int) -> Path:
+    """An ImageFolder with the first ``per_class`` training images of each class (symlinks) and the test split;
+    made under a temporary name and renamed, so an interrupted run never leaves half a subset behind."""
+    import shutil
+
+    if dst.exists():
+        return dst
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for cls in sorted(p.name for p in (src / "train").iterdir()):
+        (tmp / "train" / cls).mkdir(parents=True)
+        for f in sorted((src / "train" / cls).iterdir())[:per_class]:
+            (tmp / "train" / cls / f.name).symlink_to(f.resolve())
+    (tmp / "test").symlink_to((src / "test").resolve())
+    tmp.rename(dst)
+    return dst
+
+
 def write(name: str, rows: list[dict], meta: dict) -> tuple[Path, Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.json"

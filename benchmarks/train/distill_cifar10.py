@@ -13,19 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, machine, rel, write
-
-
-def subset(src: Path, dst: Path, per_class: int) -> Path:
-    """An ImageFolder with the first ``per_class`` training images of each class (symlinks) and the full test set."""
-    if dst.exists():
-        return dst
-    for cls in sorted(p.name for p in (src / "train").iterdir()):
-        (dst / "train" / cls).mkdir(parents=True)
-        for f in sorted((src / "train" / cls).iterdir())[:per_class]:
-            (dst / "train" / cls / f.name).symlink_to(f.resolve())
-    (dst / "test").symlink_to((src / "test").resolve())
-    return dst
+from _common import DATA, machine, rel, subset, write
 
 
 def main() -> None:
