@@ -133,3 +133,14 @@ def test_export_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "synthetic" in out and "top-5 agreement 100%" in out
     assert main(["export", "GhostNet_x0_5", "--format", "tflite", "-o", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_fp16_export_stores_half_weights_and_matches_torch(fmt, tmp_path):
+    model = calibrated("MobileNetV3_small_x0_5")
+    p32, p16 = export(model, fmt, tmp_path / "fp32"), export(model, fmt, tmp_path / "fp16", fp16=True)
+    size = (lambda p: p.with_suffix(".bin").stat().st_size) if fmt == "openvino" else (lambda p: p.stat().st_size)
+    assert size(p16) < 0.6 * size(p32)  # the weights are stored in half precision
+    chk = check_export(model, p16, [load_image(p) for p in PHOTOS])
+    assert chk.max_abs_diff < 2e-2 * chk.max_abs_logit and chk.top5_agreement >= 0.8, chk.line()
+    assert runtime.load(p16).precision == "fp16"
