@@ -84,7 +84,7 @@ COLUMNS = (
 
 
 def quiet():
-    from mobilezoo.bench.backends import quiet as q
+    from mobilezoo.backends import quiet as q
 
     return q()
 
@@ -153,7 +153,7 @@ def engine_openvino(model: torch.nn.Module, x: torch.Tensor, hint: str = "f32"):
 def engine_ncnn(model: torch.nn.Module, x: torch.Tensor, workdir: Path):
     import ncnn
 
-    from mobilezoo.export.formats import export
+    from mobilezoo.export import export
 
     with quiet():
         param = export(model, "ncnn", workdir / "ncnn")
@@ -218,7 +218,6 @@ def cifar_accuracy(name: str, ckpt: Path, n_images: int) -> dict[str, Any]:
     from mobilezoo import runtime
     from mobilezoo.data import find_images
     from mobilezoo.quant import calibration_images, quantize_ptq
-    from mobilezoo.runtime.auto import FastOpenVinoRuntime
 
     model = runtime.load_checkpoint_model(name, ckpt)
     fp32 = runtime.load(model, backend="torch", threads=1)
@@ -234,9 +233,9 @@ def cifar_accuracy(name: str, ckpt: Path, n_images: int) -> dict[str, Any]:
         qn = quantize_ptq(model, calib, Path(tmp) / "nncf", toolchain="nncf")
         engines = {
             "fp32": fp32,
-            "bf16-openvino": FastOpenVinoRuntime(q.fp32, threads=1, precision="bf16", **common),
+            "bf16-openvino": runtime.load(q.fp32, threads=1, precision="bf16", backend="openvino"),
             "int8-onnxruntime": runtime.load(q.int8, threads=1),
-            "int8-openvino": FastOpenVinoRuntime(q.int8, threads=1, precision="int8", **common),
+            "int8-openvino": runtime.load(q.int8, threads=1, precision="int8", backend="openvino"),
             "int8-nncf-openvino": runtime.load(qn.int8, threads=1),
         }
         for k, rt in engines.items():
@@ -251,12 +250,12 @@ def cifar_accuracy(name: str, ckpt: Path, n_images: int) -> dict[str, Any]:
 def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> None:
     """Gate and time every engine on one network, appending to ``rows`` / ``choices`` / ``accuracy``."""
     from mobilezoo import runtime
-    from mobilezoo.bench.gate import check
-    from mobilezoo.bench.harness import idlest_cores, load_average, measure_interleaved, pinned
-    from mobilezoo.bench.stats import assess_noise, summarize
-    from mobilezoo.models import create_model, get_entry
+    from mobilezoo.measure.gate import check
+    from mobilezoo.measure.harness import idlest_cores, load_average, measure_interleaved, pinned
+    from mobilezoo.measure.stats import assess_noise, summarize
+    from mobilezoo import create_model
+    from mobilezoo.models import get_entry
     from mobilezoo.quant import quantize_ptq
-    from mobilezoo.runtime.auto import FastOpenVinoRuntime
 
     entry = get_entry(name)
     print(f"== {name}", file=sys.stderr, flush=True)
@@ -345,7 +344,7 @@ def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> Non
                 q = quantize_ptq(model, calib, work / "int8")
             common = {"model_name": name}
             rt_i8_ort = runtime.load(q.int8, threads=1)
-            rt_i8_ov = FastOpenVinoRuntime(q.int8, threads=1, precision="int8", **common)
+            rt_i8_ov = runtime.load(q.int8, threads=1, precision="int8", backend="openvino")
             note = f"mobilezoo.quant PTQ ({len(calib)} calibration inputs), {q.int8.stat().st_size / 1e6:.1f} MB"
             add("mobilezoo-int8-onnxruntime", "mobilezoo", "int8", lambda: engine_runtime(rt_i8_ort, x), note)
             add("mobilezoo-int8-openvino", "mobilezoo", "int8", lambda: engine_runtime(rt_i8_ov, x), note)
@@ -469,7 +468,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.rewrite:
-        from mobilezoo.models import create_model
+        from mobilezoo import create_model
         from mobilezoo.profile import count_macs
 
         doc = json.loads((args.out / f"{args.name}.json").read_text())
@@ -490,12 +489,12 @@ def main() -> int:
         )
         return 0
 
-    from mobilezoo.bench.machine import machine_info
+    from mobilezoo.measure.machine import machine_info
 
     if not args.skip_paddle and not PADDLE_PY.is_file():
         raise SystemExit("the PaddlePaddle environment is missing: run `bash scripts/paddle_env.sh` (or --skip-paddle)")
-    from mobilezoo.bench.harness import pinned
-    from mobilezoo.bench.machine import measure_peaks
+    from mobilezoo.measure.harness import pinned
+    from mobilezoo.measure.machine import measure_peaks
 
     t_start = time.perf_counter()
     info = machine_info()
@@ -508,7 +507,7 @@ def main() -> int:
     for name in args.models.split(","):
         run_model(name, args, rows, choices, accuracy)
 
-    from mobilezoo.models import create_model
+    from mobilezoo import create_model
     from mobilezoo.profile import count_macs
 
     measure_peaks.cache_clear()

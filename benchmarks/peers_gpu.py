@@ -10,7 +10,7 @@ mobilezoo: the zoo network with BatchNorm folded by mobilezoo, fp16, channels_la
 (b) CUDA-graph replay of the eager network, (c) ``runtime.load(..., backend="auto", device="cuda")``; the best of
 them is mobilezoo's number. Every configuration is checked against its network's fp32 eager output first.
 
-Roofline: the H100's copy bandwidth is measured (``mobilezoo.bench.machine.measure_peaks``); the layer-wise memory
+Roofline: the H100's copy bandwidth is measured (``mobilezoo.measure.machine.measure_peaks``); the layer-wise memory
 roofline of a network moves each layer's input and output activations once per image (BN and activations fused into
 the convolution, residual adds read two inputs and write one), in fp16. Throughput can not exceed
 ``bandwidth / bytes per image``; the issue's goal is half of it (MobileNetV2: 26.9 MB/image at 3.0 TB/s -> 111k
@@ -87,10 +87,10 @@ def main() -> int:
 
     from mobilezoo import runtime
     from mobilezoo.bench.backends import build_runner
-    from mobilezoo.bench.gate import check
+    from mobilezoo.measure.gate import check
     from mobilezoo.bench.grid import prepare_model
-    from mobilezoo.bench.harness import STANDARD, measure
-    from mobilezoo.bench.machine import machine_info, measure_peaks
+    from mobilezoo.measure.harness import STANDARD, measure
+    from mobilezoo.measure.machine import machine_info, measure_peaks
 
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():

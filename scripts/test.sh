@@ -3,27 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
-# Debian's chromium for the serving page's headless browser test (Playwright drives it: no browser download)
-command -v chromium >/dev/null || { SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# Debian's packages the tests use: chromium for the serving page's headless browser test (Playwright drives it: no
+# browser download); qemu-user to run int8 artifacts on an emulated AVX2 CPU without VNNI (scripts/emulate_int8.py)
+apt_need=()
+command -v chromium >/dev/null || apt_need+=(chromium)
+command -v qemu-x86_64 >/dev/null || apt_need+=(qemu-user)
+if [ ${#apt_need[@]} -gt 0 ]; then
+  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_need[@]}"
+fi
+# the README's test command: a dependency the tests need that is missing fails them, it does not skip them
+export MOBILEZOO_TESTS_STRICT=1
 bash scripts/paddle_env.sh
 ruff check src tests scripts
 ruff format --check src tests scripts
 export MOBILEZOO_PADDLE_PYTHON="$PWD/.cache/paddle-env/bin/python"
-# Each test file runs in its own pytest process: with every native runtime (ncnn, OpenVINO, ONNX Runtime int8,
-# TorchScript) loaded into one process, a later test segfaulted in native code (see the issue notes). One file per
-# process keeps a crash to its file and names it; the run still fails if any file fails.
-if [ $# -eq 0 ]; then
-  failed=()
-  for f in tests/test_*.py; do
-    echo "=== $f"
-    python3 -m pytest -q "$f" || failed+=("$f")
-  done
-  if [ ${#failed[@]} -gt 0 ]; then
-    echo "FAILED test files: ${failed[*]}" >&2
-    exit 1
-  fi
-  echo "all test files passed"
-else
-  python3 -m pytest "$@"
-fi
+lint-imports
+# One pytest process for the whole suite (tests/test_one_process.py keeps every engine, the benchmark grid and
+# quantization together in one process on purpose)
+python3 -m pytest -q "$@"

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-import mobilezoo.bench.machine as machine
+import mobilezoo.measure.machine as machine
 from mobilezoo import runtime
 from mobilezoo.bench.grid import prepare_model
 from mobilezoo.runtime import auto
@@ -117,14 +117,13 @@ def test_key_ignores_weight_values_but_not_architecture(model):
 
 
 def test_candidates(monkeypatch):
-    import mobilezoo.bench.backends as backends
+    from mobilezoo import backends
 
     assert auto.candidates_for("fp32", "cpu")[-1] == "torch"
     assert "onnxruntime" not in auto.candidates_for("bf16", "cpu")
     with pytest.raises(ValueError, match="quantize"):
         auto.candidates_for("int8", "cpu")
-    real = backends.available
-    monkeypatch.setattr(backends, "available", lambda b: "not installed" if b == "openvino" else real(b))
+    monkeypatch.setattr(backends.get("openvino"), "available", lambda: "openvino is not installed")
     assert "openvino" not in auto.candidates_for("fp32", "cpu")  # missing packages are skipped
 
 

@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from mobilezoo.bench import gate, harness, stats
-from mobilezoo.bench.backends import Runner, Unsupported, unsupported_reason
+from mobilezoo.bench.backends import Session, Unsupported, unsupported_reason
 from mobilezoo.bench.grid import RESULT_COLUMNS, SCHEMA, BenchSpec, prepare_model, run_bench, run_config
 from mobilezoo.bench.results import read_csv, read_run, write_csv, write_json
 from mobilezoo.cli import main
+from mobilezoo.measure import gate, harness, stats
 
 TINY = "MobileNetV3_small_x0_35"
 SMALL_INPUT = 64
+# The grid run below gates int8 too. prepare_model sets BatchNorm statistics from noise at half the input size: at
+# 64 px that is 32 px, where the last stages are 1x1 maps, and the random network's logits reach ~3e7 on unit noise
+# (int8 gate: max|diff|/max|ref| = 0.507 > 0.35). At 128 px they are O(100) and int8 passes with room (~0.08).
+RUN_INPUT = 128
 
 
 class FakeTime:
@@ -172,7 +176,7 @@ def test_gate_accepts_rounding_and_rejects_a_wrong_answer():
 
 
 def _fake_runner(fn):
-    return Runner("onnxruntime", "-", "fp32", "cpu", run=fn, prepare=lambda x: x, to_torch=lambda y: y)
+    return Session("onnxruntime", "fp32", "cpu", run_native=fn, prepare=lambda x: x, to_torch=lambda y: y)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +252,7 @@ def tiny_run():
         backends=["torch", "onnxruntime"],
         precisions=["fp32", "int8"],
         batch_sizes=[1, 2],
-        input_size=SMALL_INPUT,
+        input_size=RUN_INPUT,
         policy=harness.QUICK,
     )
     return run_bench(spec, progress=False)
@@ -258,15 +262,25 @@ def test_run_records_machine_settings_and_rows(tiny_run):
     assert len(tiny_run.results) == 2 * 2 * 2
     by = {(r["backend"], r["precision"], r["batch_size"]): r for r in tiny_run.results}
     assert by[("torch", "int8", 1)]["status"] == "skipped"
+    # every row the grid can run is gated and timed, int8 (onnxruntime's QDQ artifact) included
+    for key in [(b, p, n) for b in ("torch", "onnxruntime") for p in ("fp32", "int8") for n in (1, 2)]:
+        if key[:2] == ("torch", "int8"):
+            assert by[key]["status"] == "skipped" and "onnxruntime" in by[key]["reason"], key
+        else:
+            assert by[key]["status"] == "ok", (key, by[key]["reason"])
+    for n in (1, 2):
+        r = by[("onnxruntime", "int8", n)]
+        assert r["precision"] == "int8" and r["gate_tol"] == gate.TOLERANCE["int8"]
+        assert r["gate_rel_diff"] is not None and r["median_ms"] > 0 and r["iters"] >= harness.QUICK.min_iters
     ok = [r for r in tiny_run.results if r["status"] == "ok"]
-    assert {(r["backend"], r["precision"]) for r in ok} >= {("torch", "fp32"), ("onnxruntime", "fp32")}
+    assert len(ok) == 6
     for r in ok:
         assert set(RESULT_COLUMNS) == set(r)
         assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] <= r["p90_ms"]
         assert r["gate_rel_diff"] <= r["gate_tol"]
     m = tiny_run.machine
     assert m["cpu_model"] and m["versions"]["torch"] == torch.__version__.split("+")[0]
-    assert tiny_run.spec["input_size"] == SMALL_INPUT and tiny_run.spec["policy"]["rounds"] == harness.QUICK.rounds
+    assert tiny_run.spec["input_size"] == RUN_INPUT and tiny_run.spec["policy"]["rounds"] == harness.QUICK.rounds
     info = tiny_run.models[TINY]
     assert info["macs"] > 0 and info["peak_activation_bytes"] > 0 and info["onnx-fp32_bytes"] > 0
     assert "1" in tiny_run.peaks and tiny_run.peaks["1"]["peak_gflops"] > 0
@@ -340,8 +354,8 @@ def test_bench_cli_modes_map_to_torch_backends():
 
 
 def test_per_layer_view_lines_up_with_the_profiler():
-    from mobilezoo.bench.machine import Peaks
     from mobilezoo.bench.perlayer import per_layer
+    from mobilezoo.measure.machine import Peaks
     from mobilezoo.profile import profile_model
 
     model = prepare_model("ShuffleNetV2_x0_25", input_size=SMALL_INPUT)
@@ -365,7 +379,7 @@ def test_per_layer_view_lines_up_with_the_profiler():
 
 
 def test_peaks_bandwidth_levels():
-    from mobilezoo.bench.machine import Peaks
+    from mobilezoo.measure.machine import Peaks
 
     p = Peaks("cpu", 1, 100.0, dram_gbps=10.0, cache_gbps=100.0, cache_bytes=1000, llc_gbps=50.0, llc_bytes=10_000)
     assert p.bandwidth(500) == 100e9 and p.bandwidth(5000) == 50e9 and p.bandwidth(50_000) == 10e9

@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 from torch import nn
 
 import mobilezoo as mz
@@ -37,11 +38,58 @@ def test_views_move_no_bytes_and_residual_add_is_counted():
     assert p.mem_access_bytes == conv + 3 * act  # add reads two, writes one; view is free
 
 
-def test_peak_is_between_largest_tensor_and_sum():
-    m = mz.create_model("MobileNetV2_x1_0")
-    p = profile_model(m)
-    largest = 96 * 112 * 112 * 4  # the 96-channel expansion at 112x112 (block 2's expand conv)
-    assert largest < p.peak_activation_bytes < 5 * largest
+class Branchy(nn.Module):
+    """Stem, then an inverted-residual-like branch whose output is concatenated with a residual add; every tensor's
+    lifetime is spelled out so that the live set at each op can be written down by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.expand = nn.Conv2d(8, 32, 1, bias=False)
+        self.act = nn.ReLU()  # not in place: a new tensor
+        self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+        self.project = nn.Conv2d(32, 8, 1, bias=False)
+
+    def forward(self, x):
+        t = self.stem(x)
+        y = self.act(self.expand(t))
+        y = self.dw(y)
+        y = self.project(y)
+        y = torch.cat([t + y, y], dim=1)
+        del t
+        return y.flatten(1)
+
+
+def test_peak_activation_bytes_by_hand():
+    """Peak = the most bytes of live activations (input included, weights excluded) at any moment of the pass.
+
+    Live sets, in channels of 8x8 fp32 maps, right after each op (x: the input, held by the caller all pass):
+    stem t; expand e; relu r (e still referenced by the expression); e freed; dw d (r still bound to y); r freed;
+    project p; d freed; add s = t + p; cat o (s, p still referenced); s and p freed, t deleted; flatten is a view.
+    """
+    ch = {"x": 3, "t": 8, "e": 32, "r": 32, "d": 32, "p": 8, "s": 8, "o": 16}
+    moments = [
+        "x t",  # stem
+        "x t e",  # expand
+        "x t e r",  # relu, before the expand output is dropped
+        "x t r d",  # dw, the relu output still bound to y
+        "x t d p",  # project, the dw output still bound to y
+        "x t p s",  # t + y
+        "x t p s o",  # cat
+        "x o",  # flatten: a view of o, no new bytes
+    ]
+    per_channel = 8 * 8 * 4
+    expected = max(sum(ch[k] for k in m.split()) for m in moments) * per_channel
+    assert expected == (3 + 8 + 32 + 32) * 8 * 8 * 4  # 19_200 bytes: at relu and again at dw
+    p = profile_model(Branchy(), input_size=8)
+    assert p.peak_activation_bytes == expected
+
+
+def test_peak_activation_excludes_linear_weights():
+    """F.linear's aten.t(weight) is a view of the weight: it must not count as a live activation."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    x, c, out = 3 * 8 * 8 * 4, 4 * 8 * 8 * 4, 10 * 4  # input, conv output (flatten is a view of it), logits
+    assert profile_model(m, input_size=8).peak_activation_bytes == x + c + out
 
 
 def test_file_sizes():

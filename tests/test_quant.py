@@ -133,6 +133,18 @@ def test_qat_artifact_is_int8_agrees_with_fake_quant_model_and_keeps_accuracy(tr
     )
     assert qat_top1 >= ptq_top1 - 5  # 100 test images: 5 points is noise
 
+    # the default target is portable: 7-bit weights, and an AVX2 CPU without VNNI computes the same logits
+    from scripts.emulate_int8 import run_emulated, run_native
+
+    from mobilezoo.export.int8 import SAFE_MAX, int8_weight_max
+
+    assert int8_weight_max(res.int8) <= SAFE_MAX and meta["quantization"]["saturation_safe"] is True
+    native, emulated = (
+        run_native("onnxruntime", res.int8, x[:40].numpy()),
+        run_emulated("onnxruntime", res.int8, x[:40].numpy(), tmp_path),
+    )
+    assert abs(native - emulated).max() <= 1e-5 * abs(native).max()
+
 
 def test_model_transform_checkpoints_round_trip_and_resume(trained, tmp_path):
     """The engine's model_transform hook: QAT state (fused convs, observer ranges) saves, resumes and reloads."""
@@ -180,7 +192,9 @@ def test_nncf_ptq_is_an_openvino_int8_ir_that_agrees_with_fp32(trained, tmp_path
     data, ckpt = trained
     model = model_from_checkpoint(ckpt)
     pre = mz.data.eval_preprocess(model)
-    calib = calibration_images(data / "train", pre, n=64)
+    calib = calibration_images(
+        data / "train", pre, n=128
+    )  # as the other PTQ tests: 64 images calibrate the 7-bit (portable) IR too coarsely
     with pytest.raises(ValueError, match="nncf toolchain estimates ranges itself"):
         quantize_ptq(model, calib, tmp_path, method="percentile", toolchain="nncf")
     with pytest.raises(ValueError, match="unknown quantization toolchain 'tensorrt'"):
@@ -208,3 +222,103 @@ def test_nncf_ptq_is_an_openvino_int8_ir_that_agrees_with_fp32(trained, tmp_path
     rep = json.loads(capsys.readouterr().out)
     assert rep["toolchain"] == "nncf" and rep["int8"].endswith(".int8.xml") and rep["size_ratio"] > 1.5
     assert abs(rep["top1_drop"]) <= 10
+
+
+# --- int8 on CPUs without VNNI -------------------------------------------------------------------------------------
+# AVX2's vpmaddubsw adds two uint8 x int8 products into a saturating int16: 8-bit weights overflow it, 7-bit weights
+# (|q| <= 64, the default `portable` target) cannot. Each artifact also runs under `qemu-x86_64 -cpu Haswell` (an
+# AVX2 CPU without AVX-512/VNNI), so both kinds of machine are checked whichever one runs the tests.
+
+ENGINE = {"onnxruntime": "onnxruntime", "nncf": "openvino"}
+
+
+def _no_vnni_here() -> bool:
+    from mobilezoo.measure.machine import int8_dot_saturates
+
+    return int8_dot_saturates()
+
+
+@pytest.mark.parametrize("toolchain", ["onnxruntime", "nncf"])
+def test_portable_int8_computes_the_same_without_vnni_and_8bit_does_not(trained, tmp_path, toolchain):
+    from scripts.emulate_int8 import run_emulated, run_native
+
+    from mobilezoo.export.int8 import SAFE_MAX, Int8SaturationError, int8_weight_max
+    from mobilezoo.measure.gate import check
+
+    if toolchain == "nncf":
+        pytest.importorskip("nncf")
+    data, ckpt = trained
+    model = model_from_checkpoint(ckpt)
+    pre = mz.data.eval_preprocess(model)
+    calib = calibration_images(data / "train", pre, n=128)
+    portable = quantize_ptq(model, calib, tmp_path / "p", toolchain=toolchain).int8
+    vnni = quantize_ptq(model, calib, tmp_path / "v", toolchain=toolchain, target="vnni").int8
+    assert int8_weight_max(portable) <= SAFE_MAX < int8_weight_max(vnni) == 127
+    rec = mz.runtime.load(portable)  # metadata says how it was built
+    meta = mz.export.read_onnx_metadata(portable) if toolchain == "onnxruntime" else mz.export.read_sidecar(portable)
+    assert rec.precision == "int8" and meta["quantization"]["target"] == "portable"
+    assert meta["quantization"]["saturation_safe"] is True and meta["quantization"]["weight_max_abs"] <= SAFE_MAX
+
+    x, _ = _test_set(data, pre)
+    x = x[:40].numpy()
+    engine = ENGINE[toolchain]
+    native_p, emulated_p = run_native(engine, portable, x), run_emulated(engine, portable, x, tmp_path)
+    # 7-bit weights: the AVX2 CPU computes exactly what this one does
+    assert abs(native_p - emulated_p).max() <= 1e-5 * abs(native_p).max()
+    emulated_v = run_emulated(engine, vnni, x, tmp_path)
+    if _no_vnni_here():  # this machine has no VNNI: the 8-bit artifact is refused, not run wrong
+        with pytest.raises(Int8SaturationError, match="saturate on this CPU"):
+            mz.runtime.load(vnni)
+    else:  # a VNNI machine computes the 8-bit artifact exactly; the emulated AVX2 CPU saturates and differs
+        native_v = run_native(engine, vnni, x)
+        assert abs(native_v - emulated_v).max() > 0.05 * abs(native_v).max()
+    if toolchain == "onnxruntime":  # and the numerical gate (bench, auto) rejects the saturated answer
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        g_p, g_v = check(ref, emulated_p, "int8"), check(ref, emulated_v, "int8")
+        assert not g_v.ok and g_p.rel_diff < g_v.rel_diff, (g_p, g_v)
+
+
+def test_runtime_refuses_8bit_int8_where_it_would_saturate(trained, tmp_path, monkeypatch, capsys):
+    import mobilezoo.measure.machine as machine
+    from mobilezoo.export.int8 import Int8SaturationError
+
+    data, ckpt = trained
+    model = model_from_checkpoint(ckpt)
+    calib = calibration_images(data / "train", mz.data.eval_preprocess(model), n=32)
+    vnni = quantize_ptq(model, calib, tmp_path / "v", target="vnni").int8
+    portable = quantize_ptq(model, calib, tmp_path / "p").int8
+    monkeypatch.setattr(machine, "int8_dot_saturates", lambda: True)  # as on an AVX2-only CPU
+    with pytest.raises(Int8SaturationError) as e:
+        mz.runtime.load(vnni)
+    msg = str(e.value)
+    assert "\n" not in msg and "int8 weights up to |127| saturate on this CPU" in msg and "--target portable" in msg
+    assert mz.runtime.load(portable).precision == "int8"
+    assert main(["predict", str(MINI / "test"), "--artifact", str(vnni)]) != 0  # the CLI: one line, no traceback
+    err = capsys.readouterr().err
+    assert "saturate on this CPU" in err and "Traceback" not in err
+    monkeypatch.setenv("MOBILEZOO_INT8_ALLOW_SATURATION", "1")  # asked for explicitly: runs
+    assert mz.runtime.load(vnni).precision == "int8"
+    monkeypatch.delenv("MOBILEZOO_INT8_ALLOW_SATURATION")
+    monkeypatch.setattr(machine, "int8_dot_saturates", lambda: False)  # VNNI/AMX or ARM: both run
+    assert mz.runtime.load(vnni).precision == "int8"
+    with pytest.raises(ValueError, match="unknown int8 target 'avx2'"):
+        quantize_ptq(model, calib, tmp_path / "x", target="avx2")
+
+
+def test_cpu_saturation_rule(monkeypatch):
+    import mobilezoo.measure.machine as machine
+
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    for flags, saturates in (
+        (["avx2"], True),
+        (["avx2", "avx512f"], True),  # AVX-512 without VNNI (Skylake-SP) uses vpmaddubsw too
+        (["avx2", "avx512f", "avx512_vnni"], False),
+        (["avx2", "avx_vnni"], False),
+        (["avx2", "amx_int8"], False),
+    ):
+        monkeypatch.setattr(machine, "cpu_features", lambda f=flags: f)
+        assert machine.int8_dot_saturates() is saturates, flags
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "cpu_features", lambda: ["asimd"])
+    assert machine.int8_dot_saturates() is False

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from mobilezoo.bench import harness
 from mobilezoo.bench.grid import BenchSpec, run_bench
 from mobilezoo.bench.report import NOT_MEASURED, build_report, load_training, model_rows, pareto_front
 from mobilezoo.bench.results import write_json
 from mobilezoo.cli import main
+from mobilezoo.measure import harness
 
 MODELS = ["MobileNetV3_small_x0_35", "ShuffleNetV2_x0_25"]
 SIZE = 64

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mobilezoo as mz
-from mobilezoo import runtime
+from mobilezoo import backends, runtime
 from mobilezoo.cli import main
 from mobilezoo.data import load_image
 from mobilezoo.export import check_export, export, export_onnx, read_onnx_metadata
@@ -80,13 +80,32 @@ def test_other_formats_match_torch(name, fmt, tmp_path):
     assert chk.max_abs_diff < 1e-3 * chk.max_abs_logit and chk.top5_agreement == 1.0, chk.line()
     rt = runtime.load(path)
     assert rt.model_name == name and rt.class_names[0] == "tench" and rt.preprocess.crop_size == 224
-    assert rt.backend == {"torchscript": "torch"}.get(fmt, fmt)
+    assert rt.backend == fmt  # the engine that runs the format
 
 
-def test_backends_agree_on_top5_for_the_photos():
+@pytest.mark.parametrize("engine", backends.names())
+def test_every_engine_agrees_with_eager_pytorch_directly_and_through_auto(engine, tmp_path, monkeypatch):
+    """Every registered engine (the registry is the only list): the same top-5 as eager PyTorch on the photos, when
+    asked for by name and when it is ``auto``'s only candidate; and its own format round-trips through a folder."""
+    from mobilezoo.runtime import auto
+
+    monkeypatch.setenv("MOBILEZOO_HOME", str(tmp_path / "home"))
+    eng = backends.get(engine)
+    if eng.available() is not None:
+        pytest.skip(eng.available())  # a failure under scripts/test.sh (MOBILEZOO_TESTS_STRICT)
     model = calibrated("MobileNetV3_large_x0_5")
-    tops = {b: [p.indices for p in runtime.load(model, backend=b).predict(PHOTOS)] for b in runtime.BACKENDS}
-    assert all(t == tops["torch"] for t in tops.values()), tops
+    ref = [p.indices for p in runtime.load(model, backend="torch").predict(PHOTOS)]
+    assert [p.indices for p in runtime.load(model, backend=engine, threads=1).predict(PHOTOS)] == ref
+    common = {"model_name": model.model_name, "class_names": [], "preprocess": mz.data.eval_preprocess(model)}
+    builders = auto._builders(model, [engine], device="cpu", threads=1, precision="fp32", batch_size=1, common=common)
+    choice, rt = auto.choose(model, threads=1, builders=builders, budget_s=0.2)
+    assert choice.backend == engine and rt.backend == engine
+    assert [p.indices for p in rt.predict(PHOTOS)] == ref
+    if eng.format:  # an export folder holding one artifact loads like the artifact
+        path = eng.export(model, tmp_path / "export")
+        assert path.name.endswith(eng.suffix)
+        rt = runtime.load(tmp_path / "export", threads=1)
+        assert rt.backend == engine and [p.indices for p in rt.predict(PHOTOS)] == ref
 
 
 def test_load_by_name_with_onnxruntime_backend():
@@ -144,3 +163,25 @@ def test_fp16_export_stores_half_weights_and_matches_torch(fmt, tmp_path):
     chk = check_export(model, p16, [load_image(p) for p in PHOTOS])
     assert chk.max_abs_diff < 2e-2 * chk.max_abs_logit and chk.top5_agreement >= 0.8, chk.line()
     assert runtime.load(p16).precision == "fp16"
+
+
+def test_artifacts_are_checked_by_content_before_an_engine_sees_them(tmp_path, capsys):
+    from mobilezoo.backends.artifact import ArtifactError
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage that is not a protobuf model" * 3)
+    ir = tmp_path / "m.xml"
+    ir.write_text("<?xml version='1.0'?><net name='x'></net>")
+    cases = {
+        DATA / "images" / "coffee.jpg": "not a model artifact (known: ",
+        junk: "junk.onnx: not an ONNX model",
+        ir: "its weights file m.bin is missing",
+        tmp_path / "empty": "no model artifact in this folder",
+    }
+    (tmp_path / "empty").mkdir()
+    for path, msg in cases.items():
+        with pytest.raises(ArtifactError, match=msg.replace("(", r"\(")):
+            runtime.load(path)
+        assert main(["predict", str(DATA / "images" / "cat.jpg"), "--artifact", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

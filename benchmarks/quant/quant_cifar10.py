@@ -58,7 +58,7 @@ SIZE_GOAL = 4.0
 
 def timing(fns: dict[str, Any], x, rounds: int) -> dict[str, dict[str, float]]:
     """Interleaved rounds on one pinned core; per candidate the median of all calls, p90 and the best round."""
-    from mobilezoo.bench.harness import idlest_cores, measure_interleaved, pinned
+    from mobilezoo.measure.harness import idlest_cores, measure_interleaved, pinned
 
     medians: dict[str, list[float]] = {}
     with pinned(1, idlest_cores(1)):
@@ -81,7 +81,7 @@ def ort_op_profile(path: Path, x, runs: int = 30) -> list[dict[str, Any]]:
 
     import onnxruntime as ort
 
-    from mobilezoo.bench.harness import pinned
+    from mobilezoo.measure.harness import pinned
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
@@ -113,10 +113,10 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
 
     from mobilezoo import runtime
     from mobilezoo.data import eval_preprocess
-    from mobilezoo.models import create_model
+    from mobilezoo import create_model
     from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
     from mobilezoo.quant.qat import quantize_qat
-    from mobilezoo.runtime.auto import FastOnnxRuntime, FastOpenVinoRuntime
+    from mobilezoo import runtime
     from mobilezoo.train import build_eval_loader, evaluate, load_checkpoint
     from mobilezoo.train.checkpoint import model_from_checkpoint
 
@@ -160,7 +160,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         "openvino-bf16": (
             "fp32",
             "bf16",
-            FastOpenVinoRuntime(artifacts["fp32"], precision="bf16", batch_size=256, **common),
+            runtime.load(artifacts["fp32"], precision="bf16", batch_size=256, backend="openvino"),
         ),
     }
     for art in [a for a in artifacts if a != "fp32"]:
@@ -169,7 +169,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         engines[f"{art}-openvino"] = (
             art,
             "int8",
-            FastOpenVinoRuntime(artifacts[art], precision="int8", batch_size=256, **common),
+            runtime.load(artifacts[art], precision="int8", batch_size=256, backend="openvino"),
         )
     acc_rows = []
     for eng, (art, prec, rt) in engines.items():
@@ -225,9 +225,9 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
                     continue
                 prec = "fp32" if art == "fp32" else "int8"
                 if rt_name == "onnxruntime":
-                    fns[art] = FastOnnxRuntime(path, threads=1, batch_size=1, precision=prec, **common)
+                    fns[art] = runtime.load(path, threads=1, batch_size=1, precision=prec, backend="onnxruntime")
                 else:
-                    fns[art] = FastOpenVinoRuntime(path, threads=1, batch_size=1, precision=prec, **common)
+                    fns[art] = runtime.load(path, threads=1, batch_size=1, precision=prec, backend="openvino")
             res = timing(fns, x, args.rounds)
             for art, t in res.items():
                 lat_rows.append(

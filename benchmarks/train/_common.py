@@ -14,8 +14,8 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def machine() -> dict:
-    """The project's one machine record (mobilezoo.bench.machine), plus torch's thread count and the git commit."""
-    from mobilezoo.bench.machine import machine_info
+    """The project's one machine record (mobilezoo.measure.machine), plus torch's thread count and the git commit."""
+    from mobilezoo.measure.machine import machine_info
 
     info = {**machine_info(), "torch_threads": torch.get_num_threads()}
     try:

@@ -1,7 +1,8 @@
 """mobilezoo: PaddleClas's mobile CNNs (MobileNetV1/V2/V3, ShuffleNetV1/V2, GhostNet) in PyTorch, exact to the
 tensor."""
 
-from .models import create_model, get_entry, list_families, list_models
+from .factory import create_model
+from .models import get_entry, list_families, list_models
 from .profile import profile  # the function shadows the subpackage name on purpose: mobilezoo.profile(...)
 from .weights import save_pretrained
 

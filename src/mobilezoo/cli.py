@@ -19,7 +19,8 @@ def _add_format(p: argparse.ArgumentParser, default: str = "table") -> None:
 
 
 def _model_rows(names: Sequence[str]) -> list[dict]:
-    from .models import create_model, get_entry
+    from .factory import create_model
+    from .models import get_entry
     from .profile import count_macs, count_params
     from .reference import reference_row
 
@@ -119,7 +120,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models import create_model, get_entry
+    from .factory import create_model
+    from .models import get_entry
     from .profile import block_table, profile_model
     from .reference import reference_row
     from .weights.ecosystems import peer_notes
@@ -163,7 +165,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .models import create_model, list_models
+    from .factory import create_model
+    from .models import list_models
     from .profile import profile_model
 
     names = list_models(archs_only=True) if args.models == ["all"] else args.models
@@ -217,7 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.ckpt:
             model = runtime.load_checkpoint_model(args.model, args.ckpt)
         else:
-            from .models import create_model
+            from .factory import create_model
 
             model = create_model(args.model, pretrained=not args.random_weights)
         rt = runtime.load(model, backend=args.backend, threads=args.threads)
@@ -248,7 +251,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .data import find_images, load_image
     from .export import FORMATS, check_export, export
-    from .models import create_model
+    from .factory import create_model
     from .runtime import load_checkpoint_model
 
     if args.ckpt:
@@ -273,6 +276,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .backends import formats as export_formats
+    from .backends import names as engine_names
 
     ap = argparse.ArgumentParser(prog="mobilezoo", description=__doc__)
     ap.add_argument("--version", action="version", version=f"mobilezoo {__version__}")
@@ -299,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
     p.add_argument("--artifact", type=Path, help="an exported model (.onnx) instead of --model")
     p.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino", "ncnn"))
+    p.add_argument("--backend", default="auto", choices=("auto", *engine_names()))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
@@ -307,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export to onnx, torchscript, openvino, ncnn (checked against PyTorch)")
+    p = sub.add_parser("export", help=f"export to {', '.join(export_formats())} (checked against PyTorch)")
     p.add_argument("model")
     p.add_argument("--ckpt", type=Path)
-    p.add_argument("--format", default="onnx", help="onnx, torchscript, openvino, ncnn, a comma list, or all")
+    p.add_argument("--format", default="onnx", help=f"{', '.join(export_formats())}, a comma list, or all")
     p.add_argument("-o", "--output", type=Path, default=Path("out"))
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--check-images", nargs="*", help="photos to compare the artifact with PyTorch on")

@@ -16,7 +16,13 @@ HEADLINE = [
     "GhostNet_x1_0",
 ]
 DEFAULT_TRAINING_CSV = Path("benchmarks/results/cifar10_training.csv")
-_MODES = {"eager": "torch", "jit": "torch-jit", "compile": "torch-compile", "cudagraph": "torch-cudagraph"}
+
+
+def _torch_modes() -> dict[str, str]:
+    """torch mode -> benchmark configuration name (eager -> torch, jit -> torch-jit, ...), from the engine registry."""
+    from .. import backends
+
+    return {mode: b for n in backends.names() for b, mode in backends.get(n).modes.items() if mode != "-"}
 
 
 def _csv(s: str) -> list[str]:
@@ -49,18 +55,19 @@ def _models(spec: str | None, default: list[str]) -> list[str]:
 def _backends(args: argparse.Namespace, default: list[str]) -> list[str]:
     backends = _csv(args.backends) if args.backends else list(default)
     if getattr(args, "modes", None):
-        backends = [b for b in backends if not b.startswith("torch")]
+        modes = _torch_modes()
+        backends = [b for b in backends if b not in modes.values()]
         for m in _csv(args.modes):
-            if m not in _MODES:
-                raise ValueError(f"unknown mode {m!r}; choose from {', '.join(_MODES)}")
-            if _MODES[m] not in backends:
-                backends.append(_MODES[m])
+            if m not in modes:
+                raise ValueError(f"unknown mode {m!r}; choose from {', '.join(modes)}")
+            if modes[m] not in backends:
+                backends.append(modes[m])
         backends.sort(key=lambda b: not b.startswith("torch"))
     return backends
 
 
 def _policy(name: str):
-    from . import harness
+    from ..measure import harness
 
     return {"quick": harness.QUICK, "standard": harness.STANDARD, "full": harness.FULL}[name]
 
@@ -176,9 +183,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .grid import run_bench
     from .results import write_csv, write_json
 
-    cuda = args.device.startswith("cuda")
     models = _models(args.models, HEADLINE)
-    backends = _backends(args, ["torch"] if cuda else ["torch", "onnxruntime", "openvino"])
+    from ..backends import bench_defaults
+
+    backends = _backends(args, bench_defaults(args.device))
     spec = _spec(
         args,
         models,
@@ -209,28 +217,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         run = read_run(args.from_results)
     else:
-        from .backends import available
+        from ..backends import bench_defaults
         from .grid import run_bench
 
         models = _models(args.models, _models("all", []))
         if args.full:
             ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            default_backends = bench_defaults(args.device, full=True)
             if cuda:
-                default_backends = ["torch", "torch-cudagraph", "torch-compile"]
                 threads, batches, precisions = [1], [1, 8, 256], ["fp32", "fp16", "bf16"]
                 if args.channels_last == "off":
                     args.channels_last = "both"
             else:
-                default_backends = [
-                    b for b in ("torch", "torch-jit", "onnxruntime", "openvino", "ncnn") if available(b) is None
-                ]
                 threads = sorted({1, ncpu})
                 batches, precisions = [1, 8], ["fp32", "bf16", "int8"]
             policy = args.policy or "standard"
         else:
-            default_backends = (
-                ["torch"] if cuda else [b for b in ("torch", "onnxruntime", "openvino") if available(b) is None]
-            )
+            default_backends = bench_defaults(args.device)
             threads, batches, precisions, policy = [1], [1], ["fp32"], args.policy or "quick"
         spec = _spec(
             args,

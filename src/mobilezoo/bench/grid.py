@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backends import bench_defaults, resolve
+from ..measure.gate import check
+from ..measure.harness import STANDARD, TimingPolicy, idlest_cores, load_average, measure, pinned
+from ..measure.machine import machine_info
 from .backends import BACKENDS, PRECISIONS, Artifacts, Unsupported, build_runner, unsupported_reason
-from .gate import check
-from .harness import STANDARD, TimingPolicy, idlest_cores, load_average, measure, pinned
-from .machine import machine_info
 
 __all__ = ["RESULT_COLUMNS", "SCHEMA", "BenchRun", "BenchSpec", "model_info", "prepare_model", "run_bench"]
 
@@ -77,7 +78,7 @@ STATUSES = ("ok", "wrong", "skipped", "error")
 @dataclass
 class BenchSpec:
     models: list[str]
-    backends: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "openvino"])
+    backends: list[str] = field(default_factory=bench_defaults)
     threads: list[int] = field(default_factory=lambda: [1])
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
@@ -139,7 +140,7 @@ class BenchRun:
 def prepare_model(name: str, weights: str = "random", input_size: int = 224, seed: int = 0) -> nn.Module:
     """A zoo model in eval mode: published weights, or random weights with BatchNorm statistics set from one
     train-mode pass over a fixed noise batch (deterministic, no network)."""
-    from ..models import create_model
+    from ..factory import create_model
 
     if weights == "pretrained":
         return create_model(name, pretrained=True).eval()
@@ -188,14 +189,12 @@ def model_info(name: str, model: nn.Module, input_size: int = 224) -> dict[str, 
 def _row(
     model: str, family: str, backend: str, precision: str, device: str, threads: int, batch: int, cl: bool
 ) -> dict[str, Any]:
-    from .backends import TORCH_MODES
-
     r: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
     r.update(
         model=model,
         family=family,
         backend=backend,
-        mode=TORCH_MODES.get(backend, "-"),
+        mode=resolve(backend)[1],
         precision=precision,
         device=device,
         threads=threads,
@@ -373,7 +372,7 @@ def run_bench(
         bar.close()
     peaks = {}
     if not cuda and spec.profile:
-        from .machine import measure_peaks
+        from ..measure.machine import measure_peaks
 
         for t in sorted(set(spec.threads)):
             peaks[str(t)] = measure_peaks(t).as_dict()

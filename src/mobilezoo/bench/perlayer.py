@@ -18,13 +18,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .machine import Peaks, measure_peaks
+from ..measure.machine import Peaks, measure_peaks
 
 __all__ = ["PerLayerResult", "layer_kind", "per_layer"]
 
@@ -122,7 +123,6 @@ def per_layer(
     """Time every layer of ``model`` (a zoo name or module) in eager PyTorch and set it beside its costs."""
     from ..models.fuse import fuse_bn
     from ..profile import profile_model
-    from .harness import pinned
 
     if isinstance(model, str):
         from .grid import prepare_model
@@ -133,36 +133,76 @@ def per_layer(
         name = getattr(model, "model_name", type(model).__name__)
     net = fuse_bn(model) if fuse else model.eval()
     prof = profile_model(net, input_size=input_size, batch_size=batch_size, name=name)
-    stats = {s.name: s for s in prof.layers}
     cuda = device.startswith("cuda")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     net = net.to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     if peaks is None:
         peaks = measure_peaks(threads or 1, "cuda" if cuda else "cpu", precision if cuda else "fp32")
-
-    modules = {n: m for n, m in net.named_modules() if n}
-    children = {n: [f"{n}.{c}" for c, _ in m.named_children()] for n, m in modules.items()}
-    children[""] = [c for c, _ in net.named_children()]
-    inclusive: dict[str, float] = {}
-    starts: dict[str, list[float]] = defaultdict(list)
-    samples: dict[str, list[float]] = defaultdict(list)
-
-    def pre(name: str):
-        def hook(_m, _i):
-            sync()
-            starts[name].append(time.perf_counter())
-
-        return hook
-
-    def post(name: str):
-        def hook(_m, _i, _o):
-            sync()
-            inclusive[name] = inclusive.get(name, 0.0) + time.perf_counter() - starts[name].pop()
-
-        return hook
-
     x = torch.randn(batch_size, 3, input_size, input_size, device=device, dtype=dtype)
+    plain, hooked, samples = _time_layers(net, x, threads, cuda, iters, warmup)
+    rows = _layer_rows(net, {s.name: s for s in prof.layers}, samples, peaks)
+    return PerLayerResult(
+        name,
+        device,
+        threads or torch.get_num_threads(),
+        precision,
+        batch_size,
+        _median_ms(plain),
+        _median_ms(hooked),
+        peaks.as_dict(),
+        rows,
+    )
+
+
+class _LayerTimer:
+    """Forward pre/post hooks on every module: each call's inclusive time, and each module's own time per pass."""
+
+    def __init__(self, net: nn.Module, sync: Callable[[], Any]) -> None:
+        self.sync = sync
+        self.modules = {n: m for n, m in net.named_modules() if n}
+        self.children = {n: [f"{n}.{c}" for c, _ in m.named_children()] for n, m in self.modules.items()}
+        self.children[""] = [c for c, _ in net.named_children()]
+        self.inclusive: dict[str, float] = {}
+        self.starts: dict[str, list[float]] = defaultdict(list)
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+    def _pre(self, name: str):
+        def hook(_m, _i):
+            self.sync()
+            self.starts[name].append(time.perf_counter())
+
+        return hook
+
+    def _post(self, name: str):
+        def hook(_m, _i, _o):
+            self.sync()
+            self.inclusive[name] = self.inclusive.get(name, 0.0) + time.perf_counter() - self.starts[name].pop()
+
+        return hook
+
+    def attach(self) -> list[Any]:
+        hooks = []
+        for n, m in self.modules.items():
+            hooks.append(m.register_forward_pre_hook(self._pre(n)))
+            hooks.append(m.register_forward_hook(self._post(n)))
+        return hooks
+
+    def record(self, total: float) -> None:
+        """One pass done (``total`` seconds): each module's own time = its time minus its children's."""
+        self.inclusive[""] = total
+        for n in ["", *self.modules]:
+            own = self.inclusive.get(n, 0.0) - sum(self.inclusive.get(c, 0.0) for c in self.children.get(n, []))
+            self.samples[n or "(model)"].append(max(own, 0.0))
+
+
+def _time_layers(
+    net: nn.Module, x: torch.Tensor, threads: int | None, cuda: bool, iters: int, warmup: int
+) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Whole-network times without hooks, then with them; and each layer's own time per hooked pass (seconds)."""
+    from ..measure.harness import pinned
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    timer = _LayerTimer(net, sync)
     with pinned(threads if not cuda else None):
         for _ in range(warmup):
             net(x)
@@ -173,14 +213,11 @@ def per_layer(
             net(x)
             sync()
             plain.append(time.perf_counter() - t)
-        hooks = []
-        for n, m in modules.items():
-            hooks.append(m.register_forward_pre_hook(pre(n)))
-            hooks.append(m.register_forward_hook(post(n)))
+        hooks = timer.attach()
         hooked = []
         try:
             for i in range(warmup + iters):
-                inclusive.clear()
+                timer.inclusive.clear()
                 t = time.perf_counter()
                 net(x)
                 sync()
@@ -188,14 +225,18 @@ def per_layer(
                 if i < warmup:
                     continue
                 hooked.append(total)
-                inclusive[""] = total
-                for n in ["", *modules]:
-                    own = inclusive.get(n, 0.0) - sum(inclusive.get(c, 0.0) for c in children.get(n, []))
-                    samples[n or "(model)"].append(max(own, 0.0))
+                timer.record(total)
         finally:
             for h in hooks:
                 h.remove()
+    return plain, hooked, timer.samples
 
+
+def _layer_rows(
+    net: nn.Module, stats: dict[str, Any], samples: dict[str, list[float]], peaks: Peaks
+) -> list[dict[str, Any]]:
+    """One row per profiled layer: its costs, its median own time and its roofline bound; then the shares."""
+    modules = {n: m for n, m in net.named_modules() if n}
     rows = []
     for key, s in stats.items():
         m = modules.get(key, net)
@@ -224,14 +265,4 @@ def per_layer(
     for r in rows:
         r["time_%"] = round(100 * r["time_ms"] / total_t, 2)
         r["MACs_%"] = round(100 * r["MACs"] / total_macs, 2)
-    return PerLayerResult(
-        name,
-        device,
-        threads or torch.get_num_threads(),
-        precision,
-        batch_size,
-        _median_ms(plain),
-        _median_ms(hooked),
-        peaks.as_dict(),
-        rows,
-    )
+    return rows

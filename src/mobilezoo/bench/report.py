@@ -45,6 +45,8 @@ _FAMILY_COLORS = {
     "ShuffleNetV2": "#d62728",
     "GhostNet": "#8c564b",
 }
+Plot = tuple[str, str, bytes]  # (file name, caption, png)
+Section = tuple[str, str, Any]  # (heading, kind: "lines" | "table" | "plots", content)
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -363,27 +365,36 @@ def plot_per_layer(pl: Any) -> bytes | None:
     if not kinds:
         return None
     fig = Figure(figsize=(11, 4.5), dpi=110)
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    _plot_kind_shares(fig.add_subplot(1, 2, 1), pl.model, kinds)
+    _plot_layers_vs_roofline(fig.add_subplot(1, 2, 2), pl.rows)
+    return _png(fig)
+
+
+def _plot_kind_shares(ax, model: str, kinds: list[dict[str, Any]]) -> None:
+    """Left panel: each operator kind's share of the time beside its share of the MACs."""
     labels = [k["kind"] for k in kinds]
     ys = range(len(kinds))
-    ax1.barh([y + 0.2 for y in ys], [k["time_%"] for k in kinds], height=0.4, label="time %")
-    ax1.barh([y - 0.2 for y in ys], [k["MACs_%"] for k in kinds], height=0.4, label="MACs %")
-    ax1.set_yticks(list(ys), labels, fontsize=7)
-    ax1.invert_yaxis()
-    ax1.set_xlabel("share of the network (%)")
-    ax1.set_title(f"{pl.model}: time vs MACs by operator kind")
-    ax1.legend(fontsize=7)
-    pts = [(r["MACs"] / 1e6, r["time_ms"], r["roofline_ms"]) for r in pl.rows if r["time_ms"] > 0]
-    ax2.scatter([p[0] + 1e-3 for p in pts], [p[1] for p in pts], s=10, label="measured")
-    ax2.scatter([p[0] + 1e-3 for p in pts], [max(p[2], 1e-5) for p in pts], s=10, marker="x", label="roofline bound")
-    ax2.set_xscale("symlog", linthresh=0.01)
-    ax2.set_yscale("log")
-    ax2.set_xlabel("layer MACs (M)")
-    ax2.set_ylabel("layer time (ms)")
-    ax2.set_title("each layer: measured time vs roofline bound")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
-    return _png(fig)
+    ax.barh([y + 0.2 for y in ys], [k["time_%"] for k in kinds], height=0.4, label="time %")
+    ax.barh([y - 0.2 for y in ys], [k["MACs_%"] for k in kinds], height=0.4, label="MACs %")
+    ax.set_yticks(list(ys), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the network (%)")
+    ax.set_title(f"{model}: time vs MACs by operator kind")
+    ax.legend(fontsize=7)
+
+
+def _plot_layers_vs_roofline(ax, rows: list[dict[str, Any]]) -> None:
+    """Right panel: every timed layer's measured time and roofline bound against its MACs."""
+    pts = [(r["MACs"] / 1e6, r["time_ms"], r["roofline_ms"]) for r in rows if r["time_ms"] > 0]
+    ax.scatter([p[0] + 1e-3 for p in pts], [p[1] for p in pts], s=10, label="measured")
+    ax.scatter([p[0] + 1e-3 for p in pts], [max(p[2], 1e-5) for p in pts], s=10, marker="x", label="roofline bound")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer MACs (M)")
+    ax.set_ylabel("layer time (ms)")
+    ax.set_title("each layer: measured time vs roofline bound")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 # -------------------------------------------------------------------------------------------------------- writers
@@ -531,8 +542,20 @@ def build_report(
     ``models.csv`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    training = load_training(training_csv)
-    rows = model_rows(run, training)
+    rows = model_rows(run, load_training(training_csv))
+    paths = _write_data(run, rows, out)
+    plots = _write_plots(run, rows, per_layer, out / "plots")
+    sections = _sections(run, rows, plots, per_layer)
+    (out / "report.md").write_text(_render_markdown(title, sections))
+    (out / "report.html").write_text(_render_html(title, sections))
+    paths.update(report_md=out / "report.md", report_html=out / "report.html")
+    for fname, _, _ in plots:
+        paths[fname] = out / "plots" / fname
+    return paths
+
+
+def _write_data(run: BenchRun, rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """``results.csv``, ``results.json`` and (with any model) ``models.csv``."""
     paths: dict[str, Path] = {
         "results_csv": write_csv(run.results, out / "results.csv"),
         "results_json": write_json(run, out / "results.json"),
@@ -543,9 +566,14 @@ def build_report(
             w.writeheader()
             w.writerows(rows)
         paths["models_csv"] = out / "models.csv"
+    return paths
 
-    plots: list[tuple[str, str, bytes]] = []
+
+def _write_plots(run: BenchRun, rows: list[dict[str, Any]], per_layer: Any, plot_dir: Path) -> list[Plot]:
+    """Draw every plot there is data for into ``plot_dir``; returns ``(file name, caption, png)`` of each drawn."""
+    plots: list[Plot] = []
     cifar = sum(isinstance(r.get("CIFAR-10 top-1 %"), float) for r in rows)
+    model = getattr(per_layer, "model", "")
     for fname, caption, make in (
         ("top1_vs_macs.png", "Top-1 vs MACs", lambda: plot_top1_vs_macs(rows, run)),
         (
@@ -569,18 +597,29 @@ def build_report(
             lambda: plot_latency_vs(run, "mem"),
         ),
         (
-            f"per_layer_{getattr(per_layer, 'model', '')}.png",
-            f"{getattr(per_layer, 'model', '')}: where the time goes (eager PyTorch, per layer)",
+            f"per_layer_{model}.png",
+            f"{model}: where the time goes (eager PyTorch, per layer)",
             lambda: plot_per_layer(per_layer) if per_layer is not None else None,
         ),
     ):
         png = make()
         if png:
-            (out / "plots" / fname).write_bytes(png)
+            (plot_dir / fname).write_bytes(png)
             plots.append((fname, caption, png))
+    return plots
 
-    main_cols = [c for c in rows[0] if c not in {label for _, label in _PUBLISHED}] if rows else []
-    pub_cols = [
+
+# ------------------------------------------------------------------------------------------------------- sections
+
+
+def _main_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The seven dimensions' table: every model-row column but the published ones."""
+    return [c for c in rows[0] if c not in {label for _, label in _PUBLISHED}] if rows else []
+
+
+def _published_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The measured-beside-published table: costs, the published columns, then the measured latencies."""
+    cols = [
         "model",
         "ImageNet top-1 % (pub)",
         "MACs (M)",
@@ -591,17 +630,25 @@ def build_report(
         "fastest fp32",
     ]
     fastest = [c for c in rows[0] if c.endswith("(ms)") and not any(c == lab for _, lab in _PUBLISHED)] if rows else []
-    pub_cols += fastest
+    return cols + fastest
+
+
+def _sections(run: BenchRun, rows: list[dict[str, Any]], plots: list[Plot], per_layer: Any) -> list[Section]:
+    """The report's sections in order, each ``(heading, kind, content)``."""
     threads, batch = _headline(run)
-    sections: list[tuple[str, str, Any]] = [
+    sections: list[Section] = [
         ("Setup", "lines", _settings_lines(run)),
         ("Conventions", "lines", [_CONVENTIONS]),
         (
             f"The seven dimensions (latency: batch {batch}, {threads} thread(s), median ms; ~ = noisy)",
             "table",
-            (rows, main_cols),
+            (rows, _main_columns(rows)),
         ),
-        ("Measured beside published (PaddleClas: Snapdragon 855 / V100 / T4)", "table", (rows, pub_cols)),
+        (
+            "Measured beside published (PaddleClas: Snapdragon 855 / V100 / T4)",
+            "table",
+            (rows, _published_columns(rows)),
+        ),
         ("Plots", "plots", plots),
     ]
     if per_layer is not None:
@@ -612,34 +659,53 @@ def build_report(
         ("Skipped configurations", "table", (_skipped(run), None)),
         ("Every timed configuration", "table", (_all_configs(run), None)),
     ]
+    return sections
 
+
+# ------------------------------------------------------------------------------------------------------ renderers
+
+
+def _render_markdown(title: str, sections: list[Section]) -> str:
     md = [f"# {title}\n", "Regenerate with `mobilezoo report` (this machine) — see results.csv / results.json.\n"]
+    for heading, kind, content in sections:
+        md.append(f"\n## {heading}\n")
+        md.extend(_md_section(kind, content))
+    return "\n".join(md) + "\n"
+
+
+def _md_section(kind: str, content: Any) -> list[str]:
+    if kind == "lines":
+        return [f"- {line}" for line in content]
+    if kind == "table":
+        trows, cols = content
+        return [_md_table(trows, cols)]
+    return [f"![{caption}](plots/{fname})\n" for fname, caption, _png in content]
+
+
+def _render_html(title: str, sections: list[Section]) -> str:
     hp = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
     ]
     for heading, kind, content in sections:
-        md.append(f"\n## {heading}\n")
         hp.append(f"<h2>{html.escape(heading)}</h2>")
-        if kind == "lines":
-            md.extend(f"- {line}" for line in content)
-            hp.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>")
-        elif kind == "table":
-            trows, cols = content
-            md.append(_md_table(trows, cols))
-            hp.append(f"<div class='wrap'>{_html_table(trows, cols)}</div>")
-        else:
-            for fname, caption, png in content:
-                md.append(f"![{caption}](plots/{fname})\n")
-                b64 = base64.b64encode(png).decode()
-                hp.append(
-                    f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-                )
+        hp.extend(_html_section(kind, content))
     hp.append("</body></html>")
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text("\n".join(hp) + "\n")
-    paths.update(report_md=out / "report.md", report_html=out / "report.html")
-    for fname, _, _ in plots:
-        paths[fname] = out / "plots" / fname
-    return paths
+    return "\n".join(hp) + "\n"
+
+
+def _html_section(kind: str, content: Any) -> list[str]:
+    if kind == "lines":
+        return ["<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>"]
+    if kind == "table":
+        trows, cols = content
+        return [f"<div class='wrap'>{_html_table(trows, cols)}</div>"]
+    return [_html_figure(caption, png) for _fname, caption, png in content]
+
+
+def _html_figure(caption: str, png: bytes) -> str:
+    b64 = base64.b64encode(png).decode()
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )

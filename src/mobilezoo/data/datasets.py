@@ -163,7 +163,7 @@ def read_cifar_batches(folder: str | Path, train: bool) -> tuple[np.ndarray, np.
     else:
         raise DatasetError(f"{folder}: not a CIFAR python-batches folder (no batches.meta or meta)")
 
-    from ..weights.formats import RestrictedUnpickler  # CIFAR batches: dicts, lists, bytes and numpy arrays only
+    from .safe_pickle import RestrictedUnpickler  # CIFAR batches: dicts, lists, bytes and numpy arrays only
 
     def load(p: Path) -> dict:
         with p.open("rb") as f:

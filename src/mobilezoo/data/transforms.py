@@ -10,7 +10,7 @@ most one level of 255.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ..models.base import IMAGENET_MEAN, IMAGENET_STD
+from .spec import EvalSpec
 
 __all__ = ["EvalPreprocess", "eval_preprocess"]
 
@@ -31,22 +31,8 @@ _INTERP = {
 
 
 @dataclass(frozen=True)
-class EvalPreprocess:
-    resize_short: int = 256
-    crop_size: int = 224
-    interpolation: str = "bilinear"
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready description (artifact metadata, the serving API); ``eval_preprocess(d)`` rebuilds it."""
-        return {
-            "resize_short": self.resize_short,
-            "crop_size": self.crop_size,
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+class EvalPreprocess(EvalSpec):
+    """The eval preprocessing specification (:class:`mobilezoo.data.spec.EvalSpec`), executable."""
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` after the short-side resize, rounded as PaddleClas does."""

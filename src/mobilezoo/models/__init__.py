@@ -4,7 +4,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierHead, ZooModel, default
 from .registry import (
     ModelEntry,
     UnknownModelError,
-    create_model,
+    build_model,
     get_entry,
     list_families,
     list_models,
@@ -18,7 +18,7 @@ __all__ = [
     "ModelEntry",
     "UnknownModelError",
     "ZooModel",
-    "create_model",
+    "build_model",
     "default_cfg",
     "get_entry",
     "list_families",

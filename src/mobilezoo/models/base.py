@@ -7,10 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.spec import IMAGENET_MEAN, IMAGENET_STD
 from .layers import classifier_dropout
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def default_cfg(num_classes: int = 1000, **overrides: Any) -> dict[str, Any]:
@@ -82,6 +80,26 @@ class ZooModel(nn.Module):
         self.num_features = 0
         self.default_cfg: dict[str, Any] = default_cfg()
         self.model_name = ""
+
+    def _init_head(
+        self,
+        num_features: int,
+        num_classes: int,
+        *,
+        hidden: nn.Module | None = None,
+        hidden_chs: int | None = None,
+        drop_rate: float = 0.0,
+        drop_mode: str = "upscale_in_train",
+        **cfg_overrides: Any,
+    ) -> None:
+        """The tail of every family's ``__init__``, after ``stem``/``blocks``/``final_conv``: the feature width, the
+        :class:`ClassifierHead`, the class count and the :func:`default_cfg` (with ``cfg_overrides``)."""
+        self.num_features = num_features
+        self.head = ClassifierHead(
+            num_features, num_classes, hidden, hidden_chs, drop_rate=drop_rate, drop_mode=drop_mode
+        )
+        self.num_classes = num_classes
+        self.default_cfg = default_cfg(num_classes, **cfg_overrides)
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:

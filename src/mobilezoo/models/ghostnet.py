@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct, SqueezeExcite, make_divisible
 from .registry import ModelEntry, register, register_weights_variant
 
@@ -113,11 +113,8 @@ class GhostNet(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(LAST * s, 4)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu")
-        self.num_features = last
         hidden = ConvBNAct(last, HEAD, 1, act="relu")
-        self.head = ClassifierHead(last, num_classes, hidden, HEAD, drop_rate=drop_rate)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes)
+        self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate)
 
 
 def paddle_keymap(model: GhostNet) -> dict[str, str]:

@@ -7,12 +7,10 @@ BatchNorm folding, the PaddleClas weight mapping and the profiler each have exac
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
-    "ChannelShuffle",
     "Clip01",
     "ConvBNAct",
     "DownscaleDropout",
@@ -125,18 +123,6 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, c, h, w)
 
 
-class ChannelShuffle(nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(x, self.groups)
-
-    def extra_repr(self) -> str:
-        return f"groups={self.groups}"
-
-
 class DownscaleDropout(nn.Module):
     """Paddle's ``Dropout(mode="downscale_in_infer")``.
 
@@ -171,7 +157,3 @@ def classifier_dropout(p: float, mode: str) -> nn.Module:
     if mode == "downscale_in_infer":
         return DownscaleDropout(p)
     raise ValueError(f"unknown dropout mode {mode!r}")
-
-
-def global_pool(x: torch.Tensor) -> torch.Tensor:
-    return F.adaptive_avg_pool2d(x, 1)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct
 from .registry import ModelEntry, register, register_weights_variant
 
@@ -72,10 +72,7 @@ class MobileNetV1(ZooModel):
             chs = out
         self.blocks = nn.Sequential(*blocks)
         self.final_conv = nn.Identity()
-        self.num_features = chs
-        self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes)
+        self._init_head(chs, num_classes, drop_rate=drop_rate)
 
 
 def paddle_keymap(model: MobileNetV1) -> dict[str, str]:

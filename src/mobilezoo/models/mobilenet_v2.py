@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct
 from .registry import ModelEntry, register, register_weights_variant
 
@@ -84,10 +84,7 @@ class MobileNetV2(ZooModel):
         self.blocks = nn.Sequential(*stages)
         last = LAST if s <= 1.0 else int(LAST * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu6")
-        self.num_features = last
-        self.head = ClassifierHead(last, num_classes, drop_rate=drop_rate)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes)
+        self._init_head(last, num_classes, drop_rate=drop_rate)
 
 
 def paddle_keymap(model: MobileNetV2) -> dict[str, str]:

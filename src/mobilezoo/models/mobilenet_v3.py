@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct, SqueezeExcite, make_divisible
 from .registry import ModelEntry, register, register_weights_variant
 
@@ -108,11 +108,8 @@ class MobileNetV3(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(last_second * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="hardswish")
-        self.num_features = last
         hidden = nn.Sequential(nn.Conv2d(last, HEAD, 1, bias=False), nn.Hardswish())
-        self.head = ClassifierHead(last, num_classes, hidden, HEAD, drop_rate=drop_rate, drop_mode=drop_mode)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes)
+        self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate, drop_mode=drop_mode)
 
 
 def paddle_keymap(model: MobileNetV3) -> dict[str, str]:

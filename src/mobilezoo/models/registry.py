@@ -12,7 +12,6 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -20,7 +19,7 @@ from torch import nn
 __all__ = [
     "ModelEntry",
     "UnknownModelError",
-    "create_model",
+    "build_model",
     "get_entry",
     "list_families",
     "list_models",
@@ -140,25 +139,10 @@ def list_families() -> list[str]:
     return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = 1000,
-    pretrained: bool | str | Path = False,
-    in_chans: int = 3,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a zoo network by name.
-
-    ``pretrained``: False; True (the published checkpoint for this name, downloaded once into the cache); or a
-    path/URL to a ``.pdparams`` / ``.pth`` / ``.safetensors`` file or a ``save_pretrained`` directory.
-    Extra keyword arguments go to the family builder (e.g. ``drop_rate``, ``small_input``).
-    """
+def build_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+    """The zoo network called ``name`` (or an alias), freshly initialised; weights are
+    :func:`mobilezoo.create_model`'s business. Extra keyword arguments go to the family builder."""
     entry = get_entry(name)
-    if pretrained is not False and pretrained is not None:
-        from ..weights import apply_pretrained  # local import: weights builds on models
-
-        return apply_pretrained(entry, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
     model = entry.builder(entry.config, num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.model_name = entry.name
     return model

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct, channel_shuffle, make_divisible
 from .registry import ModelEntry, register
 
@@ -102,10 +102,7 @@ class ShuffleNetV1(ZooModel):
             chs = out
         self.blocks = nn.Sequential(*stages)
         self.final_conv = nn.Identity()
-        self.num_features = chs
-        self.head = ClassifierHead(chs, num_classes, drop_rate=drop_rate)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes, first_conv="stem.conv.conv")
+        self._init_head(chs, num_classes, drop_rate=drop_rate, first_conv="stem.conv.conv")
 
 
 for _g in COLUMNS:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ClassifierHead, ZooModel, default_cfg
+from .base import ZooModel
 from .layers import ConvBNAct, channel_shuffle
 from .registry import ModelEntry, register
 
@@ -100,10 +100,7 @@ class ShuffleNetV2(ZooModel):
             chs = out
         self.blocks = nn.Sequential(*stages)
         self.final_conv = ConvBNAct(chs, w.last, 1, act=cfg.act)
-        self.num_features = w.last
-        self.head = ClassifierHead(w.last, num_classes, drop_rate=drop_rate)
-        self.num_classes = num_classes
-        self.default_cfg = default_cfg(num_classes, first_conv="stem.conv.conv")
+        self._init_head(w.last, num_classes, drop_rate=drop_rate, first_conv="stem.conv.conv")
 
 
 def paddle_keymap(model: ShuffleNetV2) -> dict[str, str]:

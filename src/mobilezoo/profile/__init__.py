@@ -29,7 +29,7 @@ __all__ = [
 def profile(model: str | nn.Module, input_size: int | tuple[int, int] = 224, batch_size: int = 1) -> ProfileResult:
     """Profile a zoo model by name (or any ``nn.Module``) on one batch of ``input_size`` images."""
     if isinstance(model, str):
-        from ..models import create_model
+        from ..factory import create_model
 
         model = create_model(model)
     return profile_model(model, input_size=input_size, batch_size=batch_size)

@@ -82,9 +82,10 @@ class OpRecord:
 
 
 class _Tracker(TorchDispatchMode):
-    def __init__(self, module_stack: list[str]) -> None:
+    def __init__(self, module_stack: list[str], weights: set[int] | None = None) -> None:
         super().__init__()
         self.stack = module_stack
+        self.weights = weights or set()  # storages of parameters and buffers: never activations
         self.records: list[OpRecord] = []
         self.live: dict[int, int] = {}  # storage ptr -> bytes
         self.refs: dict[int, int] = {}  # storage ptr -> live python tensors referencing it
@@ -94,6 +95,8 @@ class _Tracker(TorchDispatchMode):
     def add_live(self, t: torch.Tensor) -> None:
         st = t.untyped_storage()
         ptr = st.data_ptr()
+        if ptr in self.weights:  # a view of a weight (Linear's aten.t(weight)) is not an activation
+            return
         if ptr in self.live:
             self.refs[ptr] += 1
         else:
@@ -229,7 +232,8 @@ def profile_model(
         hooks.append(m.register_forward_pre_hook(lambda _m, _i, n=mname: stack.append(n)))
         hooks.append(m.register_forward_hook(pop))
     x = torch.randn(batch_size, in_chans, h, w)
-    tracker = _Tracker(stack)
+    weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    tracker = _Tracker(stack, weights)
     try:
         with tracker:
             tracker.add_live(x)

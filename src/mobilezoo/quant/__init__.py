@@ -16,7 +16,6 @@ artifact) is :mod:`mobilezoo.quant.qat`.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,21 +24,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["CALIBRATION_METHODS", "TOOLCHAINS", "QuantResult", "artifact_bytes", "calibration_images", "quantize_ptq"]
+from ..backends.artifact import artifact_bytes
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "TARGETS",
+    "TOOLCHAINS",
+    "QuantResult",
+    "artifact_bytes",
+    "calibration_images",
+    "quantize_ptq",
+]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TOOLCHAINS = ("onnxruntime", "nncf")
-
-
-def artifact_bytes(path: str | Path) -> int:
-    """Bytes of a model artifact on disk, with its weights file (OpenVINO ``.bin``, ncnn ``.bin``) counted."""
-    path = Path(path)
-    size = path.stat().st_size
-    if path.suffix == ".xml":
-        size += path.with_suffix(".bin").stat().st_size
-    elif path.name.endswith(".ncnn.param"):
-        size += path.with_name(path.name[: -len(".param")] + ".bin").stat().st_size
-    return size
+TARGETS = ("portable", "vnni")
+"""``portable`` (default): 7-bit weights (|q| <= 64), correct on every x86 CPU, VNNI or not (AVX2's ``vpmaddubsw``
+saturates the int16 sum of two uint8 x int8 products, which 7-bit weights cannot overflow: 255 x 128 = 32640).
+``vnni``: full 8-bit weights, a little more precise, correct only where int8 products accumulate exactly (x86 with
+AVX512-VNNI/AVX-VNNI/AMX, ARM); ``mobilezoo.runtime.load`` refuses such an artifact on a CPU without them."""
 
 
 def calibration_images(
@@ -100,21 +103,28 @@ def quantize_ptq(
     method: str = "minmax",
     per_channel: bool = True,
     toolchain: str = "onnxruntime",
+    target: str = "portable",
 ) -> QuantResult:
     """Export ``model`` to ONNX (BN folded) and quantize it statically with ``calib`` images; returns both paths.
 
     ``toolchain``: ``onnxruntime`` (an ``.int8.onnx`` QDQ file; ``method`` picks its calibration) or ``nncf`` (an
-    OpenVINO ``.int8.xml`` IR; NNCF's own min/max range estimation, ``method`` must be ``minmax``)."""
+    OpenVINO ``.int8.xml`` IR; NNCF's own min/max range estimation, ``method`` must be ``minmax``).
+    ``target``: which CPUs the artifact must be correct on (:data:`TARGETS`): ``portable`` quantizes weights to 7 bits
+    (ONNX Runtime's ``reduce_range``, NNCF's overflow fix on every layer), ``vnni`` to 8."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ..export.onnx import META_KEY, export_onnx, read_onnx_metadata
+    from ..backends.artifact import read_metadata, set_onnx_metadata
+    from ..backends.onnxruntime import export_onnx
+    from ..export.int8 import int8_build_record
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
     if toolchain not in TOOLCHAINS:
         raise ValueError(f"unknown quantization toolchain {toolchain!r}; choose from {', '.join(TOOLCHAINS)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown int8 target {target!r}; choose from {', '.join(TARGETS)}")
     if toolchain == "nncf" and method != "minmax":
         raise ValueError(
             f"the nncf toolchain estimates ranges itself: calibration method {method!r} is for onnxruntime"
@@ -123,7 +133,7 @@ def quantize_ptq(
     name = getattr(model, "model_name", type(model).__name__)
     fp32 = export_onnx(model, out_dir / f"{name}.onnx", input_size=int(calib.shape[-1]))
     if toolchain == "nncf":
-        return QuantResult(fp32, _quantize_nncf(fp32, calib, out_dir / f"{name}.int8.xml"))
+        return QuantResult(fp32, _quantize_nncf(fp32, calib, out_dir / f"{name}.int8.xml", target))
     int8 = out_dir / f"{name}.int8.onnx"
     tmp = out_dir / f".{name}.int8.onnx.tmp"
     ort.set_default_logger_severity(3)
@@ -142,23 +152,22 @@ def quantize_ptq(
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=cm,
+            reduce_range=target == "portable",
         )
         proto = onnx.load(str(tmp))
         meta = {
-            **read_onnx_metadata(fp32),
+            **read_metadata(fp32),
             "precision": "int8",
             "quantization": {
                 "toolchain": f"onnxruntime {ort.__version__} quantize_static (QDQ)",
-                "weights": "int8 per-channel",
+                "weights": "int8 per-channel" + (", 7-bit range" if target == "portable" else ""),
                 "activations": "uint8 per-tensor",
                 "calibration": method,
                 "calibration_images": len(calib),
+                **int8_build_record(proto, target),
             },
         }
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(meta)
-        onnx.save(proto, str(tmp))
+        onnx.save(set_onnx_metadata(proto, meta), str(tmp))
         tmp.replace(int8)
     finally:
         if tmp.exists():
@@ -166,7 +175,7 @@ def quantize_ptq(
     return QuantResult(fp32, int8)
 
 
-def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path) -> Path:
+def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path, target: str = "portable") -> Path:
     """NNCF post-training quantization of the OpenVINO model of ``fp32`` (an ONNX file), saved as IR at ``out``."""
     import contextlib
     import logging
@@ -175,8 +184,8 @@ def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path) -> Path:
     import tempfile
 
     from .._deps import require
-    from ..export.formats import _sidecar
-    from ..export.onnx import read_onnx_metadata
+    from ..backends.artifact import read_metadata, sidecar, write_sidecar
+    from ..export.int8 import int8_build_record
 
     ov = require("openvino")
     nncf = require("nncf")
@@ -188,23 +197,27 @@ def _quantize_nncf(fp32: Path, calib: torch.Tensor, out: Path) -> Path:
             nncf.Dataset(samples),
             subset_size=len(samples),
             preset=nncf.QuantizationPreset.PERFORMANCE,
+            advanced_parameters=nncf.AdvancedQuantizationParameters(
+                overflow_fix=nncf.OverflowFix.ENABLE if target == "portable" else nncf.OverflowFix.DISABLE
+            ),
         )
     meta = {
-        **read_onnx_metadata(fp32),
+        **read_metadata(fp32),
         "precision": "int8",
         "quantization": {
             "toolchain": f"nncf {nncf.__version__} post-training quantization, OpenVINO {ov.__version__} IR",
-            "weights": "int8 per-channel symmetric",
+            "weights": "int8 per-channel symmetric" + (", 7-bit range (overflow fix)" if target == "portable" else ""),
             "activations": "int8 per-tensor (FakeQuantize), placed for OpenVINO's fused int8 kernels",
             "calibration": "minmax",
             "calibration_images": len(calib),
+            **int8_build_record(quantized, target),
         },
     }
     with tempfile.TemporaryDirectory(prefix=".nncf-", dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
         ov.save_model(quantized, str(staged), compress_to_fp16=False)
-        _sidecar(staged).write_text(json.dumps(meta, indent=1))
+        write_sidecar(staged, meta)
         # the weights and the sidecar first, the .xml that names the artifact last
-        for src in (staged.with_suffix(".bin"), _sidecar(staged), staged):
+        for src in (staged.with_suffix(".bin"), sidecar(staged), staged):
             shutil.move(str(src), out.parent / src.name)
     return out

@@ -3,8 +3,9 @@
 The scheme is the deployment's (ONNX Runtime's static QDQ, as :func:`mobilezoo.quant.quantize_ptq` writes it):
 
 - BatchNorm folded into the convs first (:func:`mobilezoo.models.fuse.fuse_bn`), so training sees the deployed convs;
-- every ``Conv2d``/``Linear`` weight int8 symmetric per output channel, ``scale = max|w| / 127`` recomputed at each
-  step, gradients straight through (``torch.fake_quantize_per_channel_affine``);
+- every ``Conv2d``/``Linear`` weight int8 symmetric per output channel, ``scale = max|w| / qmax`` recomputed at each
+  step, gradients straight through (``torch.fake_quantize_per_channel_affine``); ``qmax`` is 64 for the ``portable``
+  target (7-bit weights: exact on x86 CPUs without VNNI, see :mod:`mobilezoo.export.int8`) and 127 for ``vnni``;
 - every ``Conv2d``/``Linear`` input, and every ``Conv2d`` output, uint8 asymmetric per tensor, its range a moving
   average of the batch min/max (momentum 0.9, bias-corrected like PaddleClas's ``moving_average_abs_max``), updated in
   training mode and frozen in eval mode (``torch.fake_quantize_per_tensor_affine``). Quantizing the conv outputs lets
@@ -19,7 +20,6 @@ scale``, as ONNX Runtime's quantizer writes them): the weights take a quarter of
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,21 +92,28 @@ class ActFakeQuant(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """int8 symmetric per output channel: ``scale = max|w| / 127``; the gradient passes straight through."""
-    scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / 127.0).clamp(min=1e-8).float()
+WEIGHT_QMAX = {"portable": 64, "vnni": 127}
+"""Largest |int8 weight| per target (:data:`mobilezoo.quant.TARGETS`)."""
+
+
+def fake_quant_weight(w: torch.Tensor, qmax: int | torch.Tensor = 127) -> torch.Tensor:
+    """int8 symmetric per output channel: ``scale = max|w| / qmax``; the gradient passes straight through."""
+    qmax = torch.as_tensor(qmax, dtype=torch.float32, device=w.device)  # a buffer: no Python float in the trace
+    scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))).float() / qmax).clamp(min=1e-8)
     zero_point = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-    # (-128, 127) is the int8 range ONNX accepts; with this scale the values stay in [-127, 127]
+    # (-128, 127) is the int8 range ONNX accepts; with this scale the values stay in [-qmax, qmax]
     return torch.fake_quantize_per_channel_affine(w, scale, zero_point, 0, -128, 127)
 
 
 class QATConv2d(nn.Conv2d):
-    """A conv with fake-quantized input, weight and output (same parameter names as ``nn.Conv2d``)."""
+    """A conv with fake-quantized input, weight and output (same parameter names as ``nn.Conv2d``); the weights'
+    ``qmax`` is a buffer, so checkpoints keep the target."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.act_in = ActFakeQuant()
         self.act_out = ActFakeQuant()
+        self.register_buffer("weight_qmax", torch.tensor(WEIGHT_QMAX["portable"]))
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d) -> QATConv2d:
@@ -125,7 +132,7 @@ class QATConv2d(nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(self.act_in(x), fake_quant_weight(self.weight), self.bias)
+        y = self._conv_forward(self.act_in(x), fake_quant_weight(self.weight, self.weight_qmax), self.bias)
         return self.act_out(y)
 
 
@@ -135,6 +142,7 @@ class QATLinear(nn.Linear):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.act_in = ActFakeQuant()
+        self.register_buffer("weight_qmax", torch.tensor(WEIGHT_QMAX["portable"]))
 
     @classmethod
     def from_float(cls, fc: nn.Linear) -> QATLinear:
@@ -143,19 +151,24 @@ class QATLinear(nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_in(x), fake_quant_weight(self.weight), self.bias)
+        return F.linear(self.act_in(x), fake_quant_weight(self.weight, self.weight_qmax), self.bias)
 
 
-def prepare_qat(model: nn.Module, calib: torch.Tensor | None = None, batch: int = 32) -> nn.Module:
+def prepare_qat(
+    model: nn.Module, calib: torch.Tensor | None = None, batch: int = 32, target: str = "portable"
+) -> nn.Module:
     """Fold BatchNorm and swap every Conv2d/Linear for its QAT version, in place; calibrate the activation ranges
-    on ``calib`` images when given. Returns ``model`` (its class, name, ``default_cfg`` and classes unchanged)."""
+    on ``calib`` images when given. ``target`` sets the weights' range (:data:`WEIGHT_QMAX`). Returns ``model`` (its
+    class, name, ``default_cfg`` and classes unchanged)."""
+    if target not in WEIGHT_QMAX:
+        raise ValueError(f"unknown int8 target {target!r}; choose from {', '.join(WEIGHT_QMAX)}")
     fuse_bn(model, inplace=True)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if type(child) is nn.Conv2d:
-                setattr(parent, name, QATConv2d.from_float(child))
-            elif type(child) is nn.Linear:
-                setattr(parent, name, QATLinear.from_float(child))
+            q = {nn.Conv2d: QATConv2d, nn.Linear: QATLinear}.get(type(child))
+            if q is not None:
+                setattr(parent, name, q.from_float(child))
+                getattr(parent, name).weight_qmax.fill_(WEIGHT_QMAX[target])
     if calib is not None:
         calibrate(model, calib, batch)
     return model
@@ -215,13 +228,17 @@ def qat_recipe(base: Recipe | dict[str, Any], overrides: dict[str, Any] | list[s
 
 def qat_model_from_checkpoint(ck: dict[str, Any] | str | Path) -> nn.Module:
     """Rebuild a QAT model (fused, fake-quantized, with its ranges) from a checkpoint of a QAT fine-tuning run."""
-    from ..models import create_model
+    from ..factory import create_model
     from ..train.checkpoint import load_checkpoint
 
     if not isinstance(ck, dict):
         ck = load_checkpoint(ck)
     model = prepare_qat(create_model(ck["model_name"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {})))
-    model.load_state_dict(ck["model"])
+    state = dict(ck["model"])
+    for k in model.state_dict():  # QAT runs from before targets existed used 8-bit weights
+        if k.endswith("weight_qmax") and k not in state:
+            state[k] = torch.tensor(WEIGHT_QMAX["vnni"])
+    model.load_state_dict(state)
     model.default_cfg = {**model.default_cfg, **ck.get("default_cfg", {})}
     model.class_names = list(ck.get("class_names") or [])
     return model.eval()
@@ -232,17 +249,20 @@ def export_qat_onnx(model: nn.Module, path: str | Path, *, input_size: int | Non
     export carries with ``precision: int8`` and ``quantization`` = ``info``."""
     import onnx
 
-    from ..export.onnx import META_KEY, artifact_metadata, export_onnx
+    from ..backends.artifact import artifact_metadata, set_onnx_metadata
+    from ..backends.onnxruntime import export_onnx
+    from ..export.int8 import int8_build_record
 
     path = Path(path)
     export_onnx(model, path, input_size=input_size)  # (works on a copy: ``model`` stays as it is)
     proto = onnx.load(str(path))
     _store_int8_weights(proto)
     _quantize_biases(proto)
-    del proto.metadata_props[:]
-    meta = {**artifact_metadata(model, precision="int8"), "quantization": info or {"method": "qat"}}
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
+    qmax = max((int(m.weight_qmax) for m in model.modules() if hasattr(m, "weight_qmax")), default=127)
+    target = "portable" if qmax <= WEIGHT_QMAX["portable"] else "vnni"
+    info = {"method": "qat", **(info or {}), **int8_build_record(proto, target)}
+    meta = {**artifact_metadata(model, precision="int8"), "quantization": info}
+    set_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
@@ -360,12 +380,14 @@ def quantize_qat(
     overrides: dict[str, Any] | list[str] | None = None,
     device: str = "auto",
     progress: bool = False,
+    target: str = "portable",
 ) -> QATResult:
     """QAT from a training checkpoint: calibrate on ``calib``, fine-tune on the dataset root ``data`` with
     :func:`qat_recipe` and ``overrides`` (run folder ``out_dir/qat``), export the best epoch to
-    ``out_dir/<name>.qat.int8.onnx`` (and the checkpoint's fp32 model to ``out_dir/<name>.onnx`` to compare)."""
+    ``out_dir/<name>.qat.int8.onnx`` (and the checkpoint's fp32 model to ``out_dir/<name>.onnx`` to compare).
+    ``target``: ``portable`` (7-bit weights, exact on every x86 CPU) or ``vnni`` (:data:`WEIGHT_QMAX`)."""
+    from ..backends.onnxruntime import export_onnx
     from ..data.datasets import open_split
-    from ..export.onnx import export_onnx
     from ..train import TrainConfig, fit, load_checkpoint, model_from_checkpoint
 
     ck = load_checkpoint(ckpt)
@@ -377,7 +399,7 @@ def quantize_qat(
 
     def transform(model: nn.Module) -> nn.Module:
         model.load_state_dict(ck["model"])
-        return prepare_qat(model, calib)
+        return prepare_qat(model, calib, target=target)
 
     out_dir = Path(out_dir)
     size = int(calib.shape[-1])
@@ -397,7 +419,7 @@ def quantize_qat(
     info = {
         "method": "qat",
         "toolchain": f"torch {torch.__version__} fake quantization, ONNX QDQ",
-        "weights": "int8 per-channel",
+        "weights": "int8 per-channel" + (", 7-bit range" if target == "portable" else ""),
         "activations": "uint8 per-tensor",
         "checkpoint": str(ckpt),
         "calibration_images": len(calib),

@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             model = runtime.load_checkpoint_model(args.model, args.ckpt)
             extra["checkpoint"] = str(args.ckpt)
         else:
-            from ..models import create_model
+            from ..factory import create_model
 
             model = create_model(args.model, pretrained=not args.random_weights)
             if args.random_weights:
@@ -113,6 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .. import backends
+
     p = sub.add_parser(
         "serve",
         help="HTTP inference service: dynamic batching, Prometheus metrics, an upload page",
@@ -125,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
     g.add_argument("--artifact", type=Path, help="an exported model (.onnx, .torchscript.pt, .xml, .ncnn.param)")
     g.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests, benchmarks)")
-    g.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino", "ncnn"))
+    g.add_argument("--backend", default="auto", choices=("auto", *backends.names()))
     g.add_argument("--device", default="cpu")
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     g.add_argument("--threads", type=int, default=None, help="threads of the model's backend (default: its own)")

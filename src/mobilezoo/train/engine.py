@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -31,6 +31,9 @@ from .evaluate import EvalResult, evaluate
 from .loader import GlobalBatchSampler, MemoryLoader, StreamLoader, decode_to_memory
 from .losses import classification_loss, distill_loss
 from .recipes import Recipe
+
+if TYPE_CHECKING:
+    from ..models.registry import ModelEntry
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_eval_loader", "fit"]
 
@@ -182,10 +185,166 @@ class _Stop:
             signal.signal(s, h)
 
 
+@dataclass
+class _Dist:
+    """Where this process runs: the world size, its rank and its device."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class _Loaders:
+    mode: str
+    global_batch: int
+    accum: int
+    train_sampler: GlobalBatchSampler
+    train_loader: Any
+    eval_loader: Any
+    steps_per_epoch: int
+
+
+@dataclass
+class _Optim:
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    ema: Any
+
+
+@dataclass
+class _Position:
+    """Where training stands; what ``last.ckpt`` records and a resume restores."""
+
+    start_epoch: int = 0
+    start_step: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    steps_this_run: int = 0
+
+
+@dataclass
+class _Run:
+    """Everything one :func:`fit` call builds, and its position."""
+
+    cfg: TrainConfig
+    dist: _Dist
+    out: Path
+    class_names: list[str]
+    num_classes: int
+    model: nn.Module
+    net: nn.Module
+    teacher: nn.Module | None
+    loaders: _Loaders
+    optim: _Optim
+    meta: dict[str, Any]
+    pos: _Position
+    teacher_cache: torch.Tensor | None
+    writer: Any
+    history: list[dict[str, Any]]
+    bad: torch.Tensor
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.ckpt"
+
+
+@dataclass
+class _EpochMeter:
+    t0: float
+    loss_sum: torch.Tensor
+    seen: int = 0
+    n_loss: int = 0
+
+
 def fit(cfg: TrainConfig) -> TrainResult:
-    from ..models import create_model, get_entry
+    run = _setup(cfg)
+    with _Stop() as stop:
+        for epoch in range(run.pos.start_epoch, cfg.recipe.epochs):
+            row = _train_epoch(run, epoch, stop)
+            _end_epoch(run, epoch, row)
+    if run.writer is not None:
+        run.writer.close()
+    best = run.out / "best.ckpt"
+    return TrainResult(run.out, run.pos.best_top1, run.last_path, best if best.exists() else None, run.history)
+
+
+# ---- set-up
+
+
+def _setup(cfg: TrainConfig) -> _Run:
+    """Device and process group, data, model (and teacher), loaders, optimisation, and the resumed position."""
+    from ..models import get_entry
 
     recipe = cfg.recipe
+    d = _init_distributed(cfg)
+    out = Path(cfg.output)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    train_ds, val_ds = _open_data(cfg)
+    class_names = train_ds.class_names
+    num_classes = len(class_names)
+    entry = get_entry(cfg.model)
+    model_kwargs: dict[str, Any] = {"small_input": recipe.small_input}
+    if recipe.drop_rate is not None:
+        model_kwargs["drop_rate"] = recipe.drop_rate
+    torch.manual_seed(recipe.seed)
+    resume_ck = _load_resume(cfg, entry, num_classes)
+    model, pre = _build_model(cfg, entry.name, num_classes, model_kwargs, resume_ck is not None, d.device)
+    teacher = _build_teacher(cfg, num_classes, model_kwargs, d.device)
+    loaders = _build_loaders(cfg, train_ds, val_ds, pre, d)
+    optim = _build_optim(model, recipe, d.device, loaders)
+    net = _wrap_model(model, recipe, d)
+    pos = _Position()
+    if resume_ck is not None:
+        pos = _restore(resume_ck, model, optim, d.rank)
+        if d.main:
+            where = f"epoch {pos.start_epoch + 1}, step {pos.start_step}/{loaders.steps_per_epoch}"
+            print(f"resumed from {cfg.resume}: {where}")
+    meta = {
+        "model_name": entry.name,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "model_kwargs": model_kwargs,
+        "default_cfg": {"resize_short": pre.resize_short, "crop_size": pre.crop_size},
+        "recipe": recipe.to_dict(),
+        "data": str(cfg.data),
+        "data_mode": loaders.mode,
+        "world_size": d.world,
+    }
+    if d.main:
+        (out / "recipe.toml").write_text(recipe.to_toml())
+    teacher_cache = (
+        _teacher_logits(teacher, train_ds, pre, d.device, out, loaders.mode) if teacher and cfg.cache_teacher else None
+    )
+    return _Run(
+        cfg=cfg,
+        dist=d,
+        out=out,
+        class_names=class_names,
+        num_classes=num_classes,
+        model=model,
+        net=net,
+        teacher=teacher,
+        loaders=loaders,
+        optim=optim,
+        meta=meta,
+        pos=pos,
+        teacher_cache=teacher_cache,
+        writer=_tb_writer(out) if d.main and cfg.tensorboard else None,
+        history=_read_log(out / "log.csv") if resume_ck is not None and d.main else [],
+        bad=torch.zeros((), dtype=torch.bool, device=d.device),
+    )
+
+
+def _init_distributed(cfg: TrainConfig) -> _Dist:
+    """The device; under torchrun (``WORLD_SIZE`` > 1) the process group too (NCCL on CUDA, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = _device(cfg.device)
     if world > 1 and not dist.is_initialized():
@@ -193,39 +352,47 @@ def fit(cfg: TrainConfig) -> TrainResult:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    main = rank == 0
-    out = Path(cfg.output)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    return _Dist(world, rank, device)
 
-    # ---- data
+
+def _open_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
     train_ds = open_split(cfg.data, "train")
     val_ds = open_split(cfg.data, "eval")
-    class_names = train_ds.class_names
-    num_classes = len(class_names)
     if cfg.unlabeled:
         if train_ds.arrays is not None:
             raise DatasetError("unlabeled folders are supported with image-folder datasets, not CIFAR batches")
         train_ds.samples += scan_unlabeled(cfg.unlabeled)
+    return train_ds, val_ds
 
-    # ---- model
-    entry = get_entry(cfg.model)
-    model_kwargs: dict[str, Any] = {"small_input": recipe.small_input}
-    if recipe.drop_rate is not None:
-        model_kwargs["drop_rate"] = recipe.drop_rate
-    torch.manual_seed(recipe.seed)
-    resume_ck = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume_ck is not None:
-        if get_entry(resume_ck["model_name"]).arch != entry.arch or resume_ck["num_classes"] != num_classes:
-            raise ValueError(
-                f"{cfg.resume} is a {resume_ck['model_name']} with {resume_ck['num_classes']} classes; this run trains "
-                f"a {entry.name} on {num_classes} classes"
-            )
-        model = create_model(entry.name, num_classes=num_classes, **model_kwargs)
+
+def _load_resume(cfg: TrainConfig, entry: ModelEntry, num_classes: int) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None without ``resume``), checked to fit this run's model and classes."""
+    from ..models import get_entry
+
+    if not cfg.resume:
+        return None
+    ck = load_checkpoint(cfg.resume)
+    if get_entry(ck["model_name"]).arch != entry.arch or ck["num_classes"] != num_classes:
+        raise ValueError(
+            f"{cfg.resume} is a {ck['model_name']} with {ck['num_classes']} classes; this run trains "
+            f"a {entry.name} on {num_classes} classes"
+        )
+    return ck
+
+
+def _build_model(
+    cfg: TrainConfig, name: str, num_classes: int, model_kwargs: dict[str, Any], resuming: bool, device: torch.device
+) -> tuple[nn.Module, EvalPreprocess]:
+    """The model to train (pretrained unless resuming), its eval preprocessing, transformed and on the device."""
+    from ..factory import create_model
+
+    recipe = cfg.recipe
+    if resuming:
+        model = create_model(name, num_classes=num_classes, **model_kwargs)
     else:
-        model = create_model(entry.name, num_classes=num_classes, pretrained=cfg.pretrained, **model_kwargs)
+        model = create_model(name, num_classes=num_classes, pretrained=cfg.pretrained, **model_kwargs)
     pre = eval_preprocess(model, resize_short=recipe.eval_resize_short, crop_size=recipe.eval_crop)
     model.default_cfg = {
         **model.default_cfg,
@@ -238,37 +405,51 @@ def fit(cfg: TrainConfig) -> TrainResult:
     model.to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model, pre
 
-    teacher = None
-    if cfg.teacher:
-        if cfg.teacher_ckpt and str(cfg.teacher_ckpt).endswith(".ckpt"):
-            teacher = model_from_checkpoint(cfg.teacher_ckpt)
-        else:
-            teacher = create_model(
-                cfg.teacher, num_classes=num_classes, pretrained=cfg.teacher_ckpt or False, **model_kwargs
-            )
-        if teacher.num_classes != num_classes:
-            raise ValueError(f"teacher has {teacher.num_classes} classes, the data {num_classes}")
-        teacher.eval().requires_grad_(False).to(device)
-        if recipe.channels_last:
-            teacher.to(memory_format=torch.channels_last)
 
-    # ---- loaders
+def _build_teacher(
+    cfg: TrainConfig, num_classes: int, model_kwargs: dict[str, Any], device: torch.device
+) -> nn.Module | None:
+    """The frozen distillation teacher (None without ``teacher``)."""
+    from ..factory import create_model
+
+    if not cfg.teacher:
+        return None
+    if cfg.teacher_ckpt and str(cfg.teacher_ckpt).endswith(".ckpt"):
+        teacher = model_from_checkpoint(cfg.teacher_ckpt)
+    else:
+        teacher = create_model(
+            cfg.teacher, num_classes=num_classes, pretrained=cfg.teacher_ckpt or False, **model_kwargs
+        )
+    if teacher.num_classes != num_classes:
+        raise ValueError(f"teacher has {teacher.num_classes} classes, the data {num_classes}")
+    teacher.eval().requires_grad_(False).to(device)
+    if cfg.recipe.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
+
+
+def _build_loaders(
+    cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset, pre: EvalPreprocess, d: _Dist
+) -> _Loaders:
+    """The sharded training loader (decoded into memory or streamed) and, on rank 0, the eval loader."""
+    recipe = cfg.recipe
     mode = _choose_mode(train_ds, recipe)
-    global_batch = recipe.batch_size * world
+    global_batch = recipe.batch_size * d.world
     accum = max(1, recipe.accum_steps)
     if recipe.batch_size % accum:
         raise ValueError(f"batch_size {recipe.batch_size} is not divisible by accum_steps {accum}")
-    train_sampler = GlobalBatchSampler(len(train_ds), global_batch, recipe.seed, rank, world)
+    train_sampler = GlobalBatchSampler(len(train_ds), global_batch, recipe.seed, d.rank, d.world)
     if mode == "memory":
-        images, labels = decode_to_memory(train_ds, progress=cfg.progress and main)
+        images, labels = decode_to_memory(train_ds, progress=cfg.progress and d.main)
         train_sampler.n = len(images)
         train_loader: Any = MemoryLoader(
             images,
             labels,
             train_sampler,
             pre,
-            device=device,
+            device=d.device,
             train=True,
             crop=recipe.train_crop,
             channels_last=recipe.channels_last,
@@ -276,18 +457,21 @@ def fit(cfg: TrainConfig) -> TrainResult:
     else:
         aug = TrainAugment(recipe.train_crop, recipe.augment, recipe.autoaugment, normalize=pre)
         train_loader = StreamLoader(
-            train_ds, train_sampler, aug, device=device, workers=recipe.workers, channels_last=recipe.channels_last
+            train_ds, train_sampler, aug, device=d.device, workers=recipe.workers, channels_last=recipe.channels_last
         )
-    eval_loader = build_eval_loader(val_ds, pre, mode, device, recipe.channels_last) if main else None
-    steps_per_epoch = train_sampler.steps_per_epoch()
+    eval_loader = build_eval_loader(val_ds, pre, mode, d.device, recipe.channels_last) if d.main else None
+    steps = train_sampler.steps_per_epoch()
+    return _Loaders(mode, global_batch, accum, train_sampler, train_loader, eval_loader, steps)
 
-    # ---- optimisation
-    lr = recipe.lr_for(global_batch)
+
+def _build_optim(model: nn.Module, recipe: Recipe, device: torch.device, loaders: _Loaders) -> _Optim:
+    """SGD (fused on GPU), the per-iteration lr schedule, the fp16 loss scaler and the optional EMA."""
+    lr = recipe.lr_for(loaders.global_batch)
     fused = device.type == "cuda"  # one kernel for the whole update on GPU
     opt = torch.optim.SGD(
         _param_groups(model, recipe), lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov, fused=fused or None
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(recipe, steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(recipe, loaders.steps_per_epoch))
     amp_dtype = _amp_dtype(recipe, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = None
@@ -295,192 +479,226 @@ def fit(cfg: TrainConfig) -> TrainResult:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+    return _Optim(opt, sched, scaler, amp_dtype, ema)
+
+
+def _wrap_model(model: nn.Module, recipe: Recipe, d: _Dist) -> nn.Module:
+    """What the training step calls: the model, under DDP (SyncBatchNorm optional) and ``torch.compile``."""
     net: nn.Module = model
-    if world > 1:
-        if recipe.sync_bn and device.type == "cuda":
+    if d.world > 1:
+        if recipe.sync_bn and d.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if recipe.compile:
         net = torch.compile(net)
+    return net
 
-    start_epoch, start_step, global_step, best_top1 = 0, 0, 0, -1.0
-    if resume_ck is not None:
-        model.load_state_dict(resume_ck["model"])
-        opt.load_state_dict(resume_ck["optimizer"])
-        sched.load_state_dict(resume_ck["scheduler"])
-        scaler.load_state_dict(resume_ck["scaler"])
-        if ema is not None and resume_ck.get("ema") is not None:
-            ema.load_state_dict(resume_ck["ema"])
-        start_epoch, start_step = resume_ck["epoch"], resume_ck["step_in_epoch"]
-        global_step, best_top1 = resume_ck["global_step"], resume_ck.get("best_top1", -1.0)
-        set_rng_state(resume_ck["rng"][rank] if isinstance(resume_ck["rng"], list) else resume_ck["rng"])
-        if main:
-            print(f"resumed from {cfg.resume}: epoch {start_epoch + 1}, step {start_step}/{steps_per_epoch}")
 
-    meta = {
-        "model_name": entry.name,
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "model_kwargs": model_kwargs,
-        "default_cfg": {"resize_short": pre.resize_short, "crop_size": pre.crop_size},
-        "recipe": recipe.to_dict(),
-        "data": str(cfg.data),
-        "data_mode": mode,
-        "world_size": world,
+# ---- resume and checkpoints
+
+
+def _restore(ck: dict[str, Any], model: nn.Module, o: _Optim, rank: int) -> _Position:
+    """Load a ``last.ckpt``: weights, optimizer, schedule, scaler, EMA and this rank's RNG; returns the position."""
+    model.load_state_dict(ck["model"])
+    o.opt.load_state_dict(ck["optimizer"])
+    o.sched.load_state_dict(ck["scheduler"])
+    o.scaler.load_state_dict(ck["scaler"])
+    if o.ema is not None and ck.get("ema") is not None:
+        o.ema.load_state_dict(ck["ema"])
+    set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+    return _Position(ck["epoch"], ck["step_in_epoch"], ck["global_step"], ck.get("best_top1", -1.0))
+
+
+def _state(run: _Run, epoch: int, step: int, rngs: Any, weights: str = "model") -> dict[str, Any]:
+    """A checkpoint's contents: the run's metadata, its position, and every piece of optimisation state."""
+    o = run.optim
+    st = {
+        **run.meta,
+        "epoch": epoch,
+        "step_in_epoch": step,
+        "global_step": run.pos.global_step,
+        "best_top1": run.pos.best_top1,
+        "optimizer": o.opt.state_dict(),
+        "scheduler": o.sched.state_dict(),
+        "scaler": o.scaler.state_dict(),
+        "rng": rngs,
+        "ema": o.ema.state_dict() if o.ema is not None else None,
     }
-    if main:
-        (out / "recipe.toml").write_text(recipe.to_toml())
+    st["model"] = run.model.state_dict() if weights == "model" else _ema_weights(o.ema)
+    return st
 
-    def state(epoch: int, step: int, rngs: Any, weights: str = "model") -> dict[str, Any]:
-        st = {
-            **meta,
-            "epoch": epoch,
-            "step_in_epoch": step,
-            "global_step": global_step,
-            "best_top1": best_top1,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rngs,
-            "ema": ema.state_dict() if ema is not None else None,
-        }
-        st["model"] = model.state_dict() if weights == "model" else _ema_weights(ema)
-        return st
 
-    teacher_cache = (
-        _teacher_logits(teacher, train_ds, pre, device, out, mode) if teacher and cfg.cache_teacher else None
-    )
-    writer = _tb_writer(out) if main and cfg.tensorboard else None
-    history: list[dict[str, Any]] = _read_log(out / "log.csv") if resume_ck is not None and main else []
-    steps_this_run = 0
-    last_path = out / "last.ckpt"
-    bad = torch.zeros((), dtype=torch.bool, device=device)
+# ---- one epoch
 
+
+def _train_epoch(run: _Run, epoch: int, stop: _Stop) -> dict[str, Any]:
+    """Train one epoch (from the resumed step in the first); returns its log row (before evaluation)."""
     from tqdm import tqdm
 
-    with _Stop() as stop:
-        for epoch in range(start_epoch, recipe.epochs):
-            train_sampler.epoch = epoch
-            train_sampler.start_step = start_step if epoch == start_epoch else 0
-            net.train()
-            t0, seen = time.perf_counter(), 0
-            loss_sum = torch.zeros((), device=device)
-            n_loss = 0
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=train_sampler.start_step,
-                desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                disable=not (cfg.progress and main),
-                dynamic_ncols=True,
-            )
-            step = train_sampler.start_step
-            for x, y, idx in _with_index(train_loader, train_sampler):
-                opt.zero_grad(set_to_none=True)
-                micro = list(zip(x.chunk(accum), y.chunk(accum), idx.chunk(accum)))
-                for j, (xm, ym, im) in enumerate(micro):
-                    ctx = net.no_sync() if world > 1 and j < len(micro) - 1 else nullcontext()  # sync on the last
-                    with (
-                        ctx,
-                        torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
-                    ):
-                        logits = net(xm)
-                        loss = _loss(logits, ym, im, teacher, teacher_cache, xm, recipe)
-                    scaler.scale(loss / accum).backward()
-                    loss_sum += loss.detach().float() / accum
-                    bad |= ~torch.isfinite(loss.detach())
-                if recipe.grad_clip > 0:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                global_step += 1
-                steps_this_run += 1
-                n_loss += 1
-                seen += x.shape[0] * world
-                check = step % recipe.log_every == 0 or step == steps_per_epoch
-                if world > 1 and check:  # a signal may reach one rank only: stop together
-                    flag = torch.tensor([0 if stop.signum is None else int(stop.signum)], device=device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    if flag.item() and stop.signum is None:
-                        stop.signum = int(flag.item())
-                if check or (world == 1 and stop.signum is not None):
-                    if bool(bad):
-                        raise TrainingDiverged(
-                            f"loss became NaN/inf at epoch {epoch + 1}, step {step} (lr {sched.get_last_lr()[0]:.4g}); "
-                            f"stopped. The last good checkpoint is {last_path if last_path.exists() else 'none yet'}; "
-                            "try a lower lr, grad_clip=1.0 or amp=none"
-                        )
-                    rate = seen / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix(
-                        loss=f"{float(loss_sum) / n_loss:.4f}", lr=f"{sched.get_last_lr()[0]:.4g}", img_s=f"{rate:.0f}"
-                    )
-                bar.update(1)
-                hit_max = cfg.max_steps is not None and steps_this_run >= cfg.max_steps
-                if (stop.signum is not None and (world == 1 or check)) or hit_max:
-                    if bool(bad):
-                        raise TrainingDiverged(f"loss became NaN/inf at epoch {epoch + 1}, step {step}")
-                    rngs = _gather_rng(world)
-                    if main:
-                        save_checkpoint(state(epoch, step, rngs), last_path)
-                    _barrier(world)
-                    bar.close()
-                    why = signal.Signals(stop.signum).name if stop.signum is not None else f"max_steps={cfg.max_steps}"
-                    raise TrainingInterrupted(
-                        f"{why}: stopped at epoch {epoch + 1}, step {step}/{steps_per_epoch}; state saved to "
-                        f"{last_path} (continue with --resume {last_path})",
-                        last_path,
-                    )
-            bar.close()
-            start_step = 0
-            train_time = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": float(loss_sum) / max(1, n_loss),
-                "lr": sched.get_last_lr()[0],
-                "img_s": seen / max(1e-9, train_time),
-                "epoch_time_s": train_time,
-            }
-            rngs = _gather_rng(world)
-            if main:
-                evaluated = (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs
-                if evaluated:
-                    r = evaluate(model, eval_loader, num_classes, class_names)
-                    row.update(top1=r.top1, top5=r.top5, val_loss=r.loss)
-                    er: EvalResult | None = None
-                    if ema is not None:
-                        er = evaluate(ema.module, eval_loader, num_classes, class_names)
-                        row.update(ema_top1=er.top1, ema_top5=er.top5)
-                    cand, which = (er.top1, "ema") if er is not None and er.top1 > r.top1 else (r.top1, "model")
-                    if cand > best_top1:
-                        best_top1 = cand
-                        save_checkpoint(
-                            {**state(epoch + 1, 0, rngs, which), "weights_from": which, "metrics": row},
-                            out / "best.ckpt",
-                        )
-                    print(
-                        f"epoch {epoch + 1}/{recipe.epochs}: loss {row['train_loss']:.4f}  top-1 {r.top1:.2f}%  "
-                        f"top-5 {r.top5:.2f}%"
-                        + (f"  EMA top-1 {er.top1:.2f}%" if er else "")
-                        + f"  ({row['img_s']:.0f} img/s, {train_time:.1f} s)",
-                        flush=True,
-                    )
-                history.append(row)
-                _append_log(out / "log.csv", row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "epoch":
-                            writer.add_scalar(k, v, epoch + 1)
-                    writer.flush()
-                save_checkpoint(state(epoch + 1, 0, rngs), last_path)
-            _barrier(world)
-    if writer is not None:
-        writer.close()
-    best = out / "best.ckpt"
-    return TrainResult(out, best_top1, last_path, best if best.exists() else None, history)
+    recipe, ld, d = run.cfg.recipe, run.loaders, run.dist
+    sampler = ld.train_sampler
+    sampler.epoch = epoch
+    sampler.start_step = run.pos.start_step if epoch == run.pos.start_epoch else 0
+    run.net.train()
+    meter = _EpochMeter(time.perf_counter(), torch.zeros((), device=d.device))
+    bar = tqdm(
+        total=ld.steps_per_epoch,
+        initial=sampler.start_step,
+        desc=f"epoch {epoch + 1}/{recipe.epochs}",
+        disable=not (run.cfg.progress and d.main),
+        dynamic_ncols=True,
+    )
+    step = sampler.start_step
+    for x, y, idx in _with_index(ld.train_loader, sampler):
+        _train_step(run, x, y, idx, meter)
+        step += 1
+        run.pos.global_step += 1
+        run.pos.steps_this_run += 1
+        meter.n_loss += 1
+        meter.seen += x.shape[0] * d.world
+        check = step % recipe.log_every == 0 or step == ld.steps_per_epoch
+        if d.world > 1 and check:  # a signal may reach one rank only: stop together
+            _agree_on_stop(stop, d.device)
+        if check or (d.world == 1 and stop.signum is not None):
+            _check_finite(run, epoch, step)
+            _show_progress(run, bar, meter)
+        bar.update(1)
+        hit_max = run.cfg.max_steps is not None and run.pos.steps_this_run >= run.cfg.max_steps
+        if (stop.signum is not None and (d.world == 1 or check)) or hit_max:
+            _interrupt(run, stop, bar, epoch, step)
+    bar.close()
+    run.pos.start_step = 0
+    train_time = time.perf_counter() - meter.t0
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(meter.loss_sum) / max(1, meter.n_loss),
+        "lr": run.optim.sched.get_last_lr()[0],
+        "img_s": meter.seen / max(1e-9, train_time),
+        "epoch_time_s": train_time,
+    }
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, meter: _EpochMeter) -> None:
+    """One optimizer step over ``accum`` micro-batches (DDP syncs gradients on the last), then lr and EMA."""
+    recipe, o, world = run.cfg.recipe, run.optim, run.dist.world
+    accum, device_type = run.loaders.accum, run.dist.device.type
+    o.opt.zero_grad(set_to_none=True)
+    micro = list(zip(x.chunk(accum), y.chunk(accum), idx.chunk(accum)))
+    for j, (xm, ym, im) in enumerate(micro):
+        ctx = run.net.no_sync() if world > 1 and j < len(micro) - 1 else nullcontext()  # sync on the last
+        with (
+            ctx,
+            torch.autocast(device_type, dtype=o.amp_dtype or torch.float32, enabled=o.amp_dtype is not None),
+        ):
+            logits = run.net(xm)
+            loss = _loss(logits, ym, im, run.teacher, run.teacher_cache, xm, recipe)
+        o.scaler.scale(loss / accum).backward()
+        meter.loss_sum += loss.detach().float() / accum
+        run.bad |= ~torch.isfinite(loss.detach())
+    if recipe.grad_clip > 0:
+        o.scaler.unscale_(o.opt)
+        nn.utils.clip_grad_norm_(run.model.parameters(), recipe.grad_clip)
+    o.scaler.step(o.opt)
+    o.scaler.update()
+    o.sched.step()
+    if o.ema is not None:
+        o.ema.update_parameters(run.model)
+
+
+def _agree_on_stop(stop: _Stop, device: torch.device) -> None:
+    """Share a signal that reached any rank with all of them."""
+    flag = torch.tensor([0 if stop.signum is None else int(stop.signum)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and stop.signum is None:
+        stop.signum = int(flag.item())
+
+
+def _check_finite(run: _Run, epoch: int, step: int) -> None:
+    if bool(run.bad):
+        last = run.last_path
+        raise TrainingDiverged(
+            f"loss became NaN/inf at epoch {epoch + 1}, step {step} (lr {run.optim.sched.get_last_lr()[0]:.4g}); "
+            f"stopped. The last good checkpoint is {last if last.exists() else 'none yet'}; "
+            "try a lower lr, grad_clip=1.0 or amp=none"
+        )
+
+
+def _show_progress(run: _Run, bar: Any, meter: _EpochMeter) -> None:
+    rate = meter.seen / max(1e-9, time.perf_counter() - meter.t0)
+    bar.set_postfix(
+        loss=f"{float(meter.loss_sum) / meter.n_loss:.4f}",
+        lr=f"{run.optim.sched.get_last_lr()[0]:.4g}",
+        img_s=f"{rate:.0f}",
+    )
+
+
+def _interrupt(run: _Run, stop: _Stop, bar: Any, epoch: int, step: int) -> None:
+    """A signal or ``max_steps``: save ``last.ckpt`` with the position inside the epoch and raise."""
+    if bool(run.bad):
+        raise TrainingDiverged(f"loss became NaN/inf at epoch {epoch + 1}, step {step}")
+    world, last_path = run.dist.world, run.last_path
+    rngs = _gather_rng(world)
+    if run.dist.main:
+        save_checkpoint(_state(run, epoch, step, rngs), last_path)
+    _barrier(world)
+    bar.close()
+    why = signal.Signals(stop.signum).name if stop.signum is not None else f"max_steps={run.cfg.max_steps}"
+    raise TrainingInterrupted(
+        f"{why}: stopped at epoch {epoch + 1}, step {step}/{run.loaders.steps_per_epoch}; state saved to "
+        f"{last_path} (continue with --resume {last_path})",
+        last_path,
+    )
+
+
+# ---- end of an epoch: evaluation, checkpoints, logs
+
+
+def _end_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Evaluate when due (keeping ``best.ckpt``), log the row, save ``last.ckpt``; all ranks meet at the end."""
+    recipe = run.cfg.recipe
+    rngs = _gather_rng(run.dist.world)
+    if run.dist.main:
+        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+            _evaluate_epoch(run, epoch, row, rngs)
+        run.history.append(row)
+        _append_log(run.out / "log.csv", row)
+        _log_tensorboard(run.writer, row, epoch + 1)
+        save_checkpoint(_state(run, epoch + 1, 0, rngs), run.last_path)
+    _barrier(run.dist.world)
+
+
+def _evaluate_epoch(run: _Run, epoch: int, row: dict[str, Any], rngs: Any) -> None:
+    """Eval top-1/top-5 of the model (and the EMA) into ``row``; a new best (of either) is saved to ``best.ckpt``."""
+    ema = run.optim.ema
+    r = evaluate(run.model, run.loaders.eval_loader, run.num_classes, run.class_names)
+    row.update(top1=r.top1, top5=r.top5, val_loss=r.loss)
+    er: EvalResult | None = None
+    if ema is not None:
+        er = evaluate(ema.module, run.loaders.eval_loader, run.num_classes, run.class_names)
+        row.update(ema_top1=er.top1, ema_top5=er.top5)
+    cand, which = (er.top1, "ema") if er is not None and er.top1 > r.top1 else (r.top1, "model")
+    if cand > run.pos.best_top1:
+        run.pos.best_top1 = cand
+        save_checkpoint(
+            {**_state(run, epoch + 1, 0, rngs, which), "weights_from": which, "metrics": row},
+            run.out / "best.ckpt",
+        )
+    print(
+        f"epoch {epoch + 1}/{run.cfg.recipe.epochs}: loss {row['train_loss']:.4f}  top-1 {r.top1:.2f}%  "
+        f"top-5 {r.top5:.2f}%"
+        + (f"  EMA top-1 {er.top1:.2f}%" if er else "")
+        + f"  ({row['img_s']:.0f} img/s, {row['epoch_time_s']:.1f} s)",
+        flush=True,
+    )
+
+
+def _log_tensorboard(writer: Any, row: dict[str, Any], epoch: int) -> None:
+    if writer is None:
+        return
+    for k, v in row.items():
+        if k != "epoch":
+            writer.add_scalar(k, v, epoch)
+    writer.flush()
 
 
 def _with_index(loader, sampler: GlobalBatchSampler):

@@ -12,23 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from ..models.base import IMAGENET_MEAN, IMAGENET_STD
+from ..data.spec import EvalSpec
 from ..models.registry import get_entry
 from ..reference import reference_table
 from .hub import paddle_url
 
-__all__ = ["EvalTransform", "WeightsInfo", "list_weights", "weights_info"]
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """PaddleClas's eval preprocessing: resize the short side, center crop, /255, normalise."""
-
-    resize_short: int = 256
-    crop_size: int = 224
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+__all__ = ["WeightsInfo", "list_weights", "weights_info"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +35,7 @@ class WeightsInfo:
     """Known digest of the published file; None until a first download pins it in the cache index."""
     num_classes: int = 1000
     dataset: str = "ImageNet-1k"
-    transforms: EvalTransform = field(default_factory=EvalTransform)
+    transforms: EvalSpec = field(default_factory=EvalSpec)
     license: str = "Apache-2.0 (PaddleClas)"
     provenance: str = ""
 

@@ -11,7 +11,16 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["Peaks", "cpu_model", "machine_info", "machine_key", "measure_peaks", "microarchitecture", "versions"]
+__all__ = [
+    "Peaks",
+    "cpu_model",
+    "int8_dot_saturates",
+    "machine_info",
+    "machine_key",
+    "measure_peaks",
+    "microarchitecture",
+    "versions",
+]
 
 _PACKAGES = ("mobilezoo", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "openvino", "ncnn", "pnnx", "timm")
 _FEATURES = (
@@ -69,6 +78,16 @@ def machine_key() -> str:
 def cpu_features() -> list[str]:
     flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
     return [f for f in _FEATURES if f in flags]
+
+
+def int8_dot_saturates() -> bool:
+    """True on an x86 CPU whose int8 kernels multiply uint8 activations by int8 weights with AVX2/AVX-512BW's
+    ``vpmaddubsw``, which adds two products into a *saturating* int16: without VNNI (AVX512-VNNI, AVX-VNNI) or AMX,
+    two products of 8-bit weights can exceed 32767 and are clamped. ARM's dot-product and widening instructions, and
+    x86 with VNNI/AMX, accumulate in int32 exactly."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_features())
 
 
 def _mem_total_gb() -> float | None:
@@ -131,6 +150,7 @@ def machine_info() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "allowed_cpus": allowed,
         "cpu_features": cpu_features(),
+        "int8_exact": not int8_dot_saturates(),  # VNNI/AMX (or not x86): 8-bit int8 weights do not saturate
         "hypervisor": "hypervisor" in (info.get("flags") or "").split(),
         "memory_gb": _mem_total_gb(),
         "load_average": load,

@@ -1,0 +1,183 @@
+"""The one artifact format: what every exported or quantized file carries and how it is found, sized and checked.
+
+- **Metadata** (model name, class names, num_classes, preprocessing, precision, and for int8 how it was quantized):
+  inside the file where the format has a place for it (ONNX ``metadata_props``, key ``mobilezoo``), else in a
+  sidecar ``<artifact>.json``.
+- **Companion files**: OpenVINO's ``.bin`` beside the ``.xml``, ncnn's ``.ncnn.bin`` beside the ``.ncnn.param``.
+- **Suffix -> engine**: each engine declares its suffix (:attr:`mobilezoo.backends.base.Backend.suffix`);
+  :func:`engine_for` asks the registry.
+- **Content checks** (:func:`check_content`): a file is looked at before it is handed to an engine, so a JPEG named
+  ``.onnx`` or a truncated file gets a one-line error instead of the engine's parser error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "META_KEY",
+    "ArtifactError",
+    "artifact_bytes",
+    "artifact_metadata",
+    "check_content",
+    "companions",
+    "engine_for",
+    "find_artifact",
+    "is_artifact",
+    "read_metadata",
+    "set_onnx_metadata",
+    "sidecar",
+    "write_sidecar",
+]
+
+META_KEY = "mobilezoo"
+
+
+class ArtifactError(ValueError):
+    """A file or folder that is not a usable model artifact (one line, naming it)."""
+
+
+def artifact_metadata(model: Any, class_names: list[str] | None = None, precision: str = "fp32") -> dict:
+    """What every exported artifact carries: model name, classes, preprocessing, precision."""
+    from ..data.transforms import eval_preprocess
+    from ..reference import class_names_for
+
+    pre = eval_preprocess(getattr(model, "default_cfg", None))
+    return {
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "class_names": class_names or class_names_for(model),
+        "num_classes": getattr(model, "num_classes", None),
+        "preprocess": pre.as_dict(),
+        "precision": precision,
+    }
+
+
+def sidecar(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def write_sidecar(path: str | Path, meta: dict) -> Path:
+    """Write ``<artifact>.json`` atomically."""
+    dst = sidecar(path)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(tmp, dst)
+    return dst
+
+
+def set_onnx_metadata(proto: Any, meta: dict) -> Any:
+    """Replace the ``mobilezoo`` metadata entry of an ONNX ModelProto (in place; returns it)."""
+    keep = [p for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    return proto
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The artifact's metadata (``{}`` if it has none)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        for p in proto.metadata_props:
+            if p.key == META_KEY:
+                return json.loads(p.value)
+        return {}
+    p = sidecar(path)
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def companions(path: str | Path) -> list[Path]:
+    """Files that belong to the artifact besides itself (weights, sidecar), those that exist."""
+    path = Path(path)
+    out = []
+    if path.suffix == ".xml":
+        out.append(path.with_suffix(".bin"))
+    elif path.name.endswith(".ncnn.param"):
+        out.append(path.with_name(path.name.removesuffix(".param") + ".bin"))
+    out.append(sidecar(path))
+    return [p for p in out if p.is_file()]
+
+
+def artifact_bytes(path: str | Path) -> int:
+    """Bytes of a model artifact on disk, with its weights file (OpenVINO ``.bin``, ncnn ``.bin``) counted."""
+    path = Path(path)
+    return path.stat().st_size + sum(p.stat().st_size for p in companions(path) if p.suffix == ".bin")
+
+
+def _suffixes() -> dict[str, str]:
+    from . import get, names
+
+    return {get(n).suffix: n for n in names() if get(n).suffix}
+
+
+def is_artifact(path: str | Path) -> bool:
+    return any(Path(path).name.endswith(s) for s in _suffixes())
+
+
+def engine_for(path: str | Path) -> str:
+    """The engine that runs the artifact at ``path``, by its suffix."""
+    name = Path(path).name
+    for suffix, engine in sorted(_suffixes().items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return engine
+    known = ", ".join(sorted(_suffixes()))
+    raise ArtifactError(f"{path}: not a model artifact (known: {known})")
+
+
+def find_artifact(path: str | Path) -> Path:
+    """``path`` itself if it is an artifact file, or the one artifact inside an export directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and is_artifact(p))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ArtifactError(f"{path}: no model artifact in this folder (known: {', '.join(sorted(_suffixes()))})")
+        listed = ", ".join(p.name for p in found)
+        raise ArtifactError(f"{path}: {len(found)} artifacts in this folder; name one: {listed}")
+    if not path.exists():
+        raise FileNotFoundError(f"no such exported model: {path}")
+    engine_for(path)  # raises for an unknown suffix
+    return path
+
+
+def check_content(path: str | Path) -> None:
+    """Raise :class:`ArtifactError` (one line) unless ``path`` looks like the format its suffix names, with its
+    companion weights file present."""
+    path = Path(path)
+    engine = engine_for(path)
+    head = path.read_bytes()[:64] if path.is_file() else b""
+    if not head:
+        raise ArtifactError(f"{path}: empty file")
+    if engine == "onnxruntime":
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except (DecodeError, ValueError, RuntimeError, OSError) as e:
+            raise ArtifactError(f"{path}: not an ONNX model ({type(e).__name__})") from None
+    elif engine == "openvino":
+        if not head.lstrip().startswith((b"<?xml", b"<net")):
+            raise ArtifactError(f"{path}: not an OpenVINO IR (.xml)")
+        if not path.with_suffix(".bin").is_file():
+            raise ArtifactError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
+    elif engine == "ncnn":
+        if not head.startswith(b"7767517"):
+            raise ArtifactError(f"{path}: not an ncnn .param file (no 7767517 magic)")
+        weights = path.with_name(path.name.removesuffix(".param") + ".bin")
+        if not weights.is_file():
+            raise ArtifactError(f"{path}: its weights file {weights.name} is missing")
+    elif engine == "torchscript" and not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{path}: not a TorchScript archive")

@@ -1,0 +1,180 @@
+"""The protocol every engine implements: a :class:`Backend` (what it is, whether it is here, what it can run, how it
+writes its own format) and the :class:`Session` it opens (prepare an input, run the native call, read the logits).
+
+A new engine is one module of :mod:`mobilezoo.backends` with a ``BACKEND = MyBackend()`` at module level, and its
+name in :data:`mobilezoo.backends.ENGINES`. The benchmark times ``session.run_native(session.prepare(x))`` (the
+engine's own call, input prepared outside the timed region); everything else calls ``session(x)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Backend", "Session", "Unsupported", "example_input", "numpy_input", "quiet", "to_torch"]
+
+
+class Unsupported(Exception):
+    """This engine cannot run this configuration here (reported as ``skipped`` with the reason)."""
+
+
+@dataclass
+class Session:
+    """One opened model on one engine. ``run_native(prepare(x))`` is the engine's own call (what a benchmark times);
+    ``session(x)`` returns float32 logits as a CPU tensor."""
+
+    backend: str
+    precision: str
+    device: str
+    run_native: Callable[[Any], Any]
+    prepare: Callable[[torch.Tensor], Any]
+    to_torch: Callable[[Any], torch.Tensor]
+    mode: str = "-"
+    sync: Callable[[], None] | None = None
+    artifact: str = ""
+    note: str = ""
+    setup_s: float = 0.0
+    keep: list = field(default_factory=list, repr=False)
+    """Native objects (sessions, compiled models, graphs) this session needs alive."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.run_native(self.prepare(x))
+        if self.sync is not None:
+            self.sync()
+        return self.to_torch(out)
+
+    def timed_call(self, x: torch.Tensor) -> Callable[[], Any]:
+        """A zero-argument callable for the timing harness: the input prepared once, only the native call timed."""
+        native = self.prepare(x)
+        self.keep.append(native)
+        return lambda: self.run_native(native)
+
+
+class Backend:
+    """An inference engine. Subclasses set the class attributes and implement :meth:`open` (and :meth:`export`
+    where the engine has its own file format)."""
+
+    name: str = ""
+    package: str | None = None
+    """The Python distribution it needs (``None``: only torch)."""
+    extra_packages: tuple[str, ...] = ()
+    """Further modules it needs to export (pnnx for ncnn)."""
+    precisions: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("cpu",)
+    format: str | None = None
+    """Its own artifact format's name for ``mobilezoo export --format`` (``None``: runs models, writes no file)."""
+    suffix: str | None = None
+    """The artifact file name ending (``.onnx``, ``.xml``, ...)."""
+    also_opens: tuple[str, ...] = ()
+    """Other engines' artifact suffixes it can run too (OpenVINO reads ONNX)."""
+    modes: ClassVar[dict[str, str]] = {}
+    """Benchmark configurations it offers: bench name -> mode (``{"torch": "eager", "torch-compile": ...}``)."""
+    tiers: ClassVar[dict[str, str]] = {}
+    """Which default benchmark runs include each configuration: ``quick`` (``mobilezoo report``, ``bench``),
+    ``full`` (``report --full`` on a CPU), ``gpu`` (``report --full --device cuda``)."""
+    install_hint: str = "pip install 'mobilezoo[deploy]'"
+    auto_rank: int | None = None
+    """Tie-break order among ``backend="auto"`` candidates (lower first); ``None``: not a candidate."""
+
+    def available(self) -> str | None:
+        """``None`` when the engine can be used here, else why not (one line)."""
+        for mod in (self.package, *self.extra_packages):
+            if mod and importlib.util.find_spec(mod) is None:
+                return f"{mod} is not installed ({self.install_hint})"
+        return None
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.package or "torch")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def unsupported(self, precision: str, device: str) -> str | None:
+        """``None`` when it can run ``precision`` on ``device``, else why not."""
+        missing = self.available()
+        if missing:
+            return missing
+        kind = "cuda" if device.startswith("cuda") else device
+        if kind not in self.devices:
+            return f"{self.name} runs on {'/'.join(self.devices)} here, not {device}"
+        if precision not in self.precisions:
+            return f"{self.name} does not run {precision} here (it runs {', '.join(self.precisions)})"
+        if kind == "cuda" and not torch.cuda.is_available():
+            return "CUDA is not available"
+        return None
+
+    def export(
+        self,
+        model: nn.Module,
+        out_dir: str | Path,
+        *,
+        precision: str = "fp32",
+        class_names: list[str] | None = None,
+        input_size: int | None = None,
+    ) -> Path:
+        raise Unsupported(f"{self.name} has no file format of its own")
+
+    def open(
+        self,
+        source: str | Path | nn.Module,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+        mode: str | None = None,
+    ) -> Session:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence exporters that print from C++ (pnnx) or warn from Python (torch.onnx), at the file-descriptor level."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def to_torch(y: Any) -> torch.Tensor:
+    """Engine output (array, tensor, OpenVINO tensor) -> a float32 CPU tensor that owns its memory."""
+    if isinstance(y, torch.Tensor):
+        return y.detach().float().cpu()
+    return torch.from_numpy(np.array(y, dtype=np.float32, copy=True))
+
+
+def numpy_input(dtype: Any = np.float32) -> Callable[[torch.Tensor], np.ndarray]:
+    def prepare(x: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().cpu().numpy().astype(dtype, copy=False))
+
+    return prepare
+
+
+def example_input(model: nn.Module, size: int, batch: int = 1) -> torch.Tensor:
+    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    return torch.randn(batch, in_chans, size, size)

@@ -1,0 +1,154 @@
+"""ONNX Runtime, and the ONNX format it runs: BatchNorm folded, dynamic batch, opset >= 17, simplified (onnxslim),
+metadata inside the file. Sessions are compiled for a static batch size when one is given (the planner pre-allocates)
+and fall back to a dynamic-batch session for other sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifact import artifact_metadata, set_onnx_metadata
+from .base import Backend, Session, example_input, numpy_input, to_torch
+
+__all__ = ["BACKEND", "OnnxRuntimeBackend", "export_onnx"]
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    opset: int = 17,
+    fp16: bool = False,
+    class_names: list[str] | None = None,
+    input_size: int | None = None,
+) -> Path:
+    """Write ``model`` (eval, BN folded) to ``path`` with input ``input`` [N,C,H,W] and output ``logits`` [N,K] and
+    the ``mobilezoo`` metadata entry (model name, class names, preprocessing, precision); written atomically."""
+    import onnx
+
+    from ..data.transforms import eval_preprocess
+    from ..models.fuse import fuse_bn
+
+    if opset < 17:
+        raise ValueError(f"opset {opset} is below the supported minimum of 17")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = fuse_bn(model)
+    size = input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size
+    x = example_input(net, size)
+    if fp16:
+        net, x = net.half(), x.half()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        torch.onnx.export(
+            net,
+            (x,),
+            tmp,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            do_constant_folding=True,
+        )
+        proto = _simplify(onnx.load(tmp))
+        set_onnx_metadata(proto, artifact_metadata(model, class_names, precision="fp16" if fp16 else "fp32"))
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _simplify(proto):
+    """Constant-fold the shape arithmetic the tracer emits (channel shuffle, flatten) with onnxslim: a smaller graph
+    that every runtime reads; the batch axis stays dynamic."""
+    try:
+        import onnxslim
+    except ImportError:  # pragma: no cover - a core dependency; keep working without it
+        return proto
+    with contextlib.redirect_stdout(io.StringIO()):
+        return onnxslim.slim(proto)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    package = "onnxruntime"
+    precisions = ("fp32", "fp16", "int8")
+    devices = ("cpu", "cuda")
+    format = "onnx"
+    suffix = ".onnx"
+    modes: ClassVar[dict[str, str]] = {"onnxruntime": "-"}
+    tiers: ClassVar[dict[str, str]] = {"onnxruntime": "quick"}
+    auto_rank = 1
+
+    def unsupported(self, precision: str, device: str) -> str | None:
+        reason = super().unsupported(precision, device)
+        if reason is None and device.startswith("cuda"):
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return "onnxruntime has no CUDAExecutionProvider here (the onnxruntime-gpu package provides it)"
+        return reason
+
+    def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"ONNX export writes fp32 or fp16; int8 comes from `mobilezoo quantize`, not {precision}")
+        name = getattr(model, "model_name", type(model).__name__)
+        path = Path(out_dir) / f"{name}{self.suffix}"
+        return export_onnx(model, path, fp16=precision == "fp16", class_names=class_names, input_size=input_size)
+
+    def _session(self, model_bytes: bytes, device: str, threads: int | None, batch: int | None):
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)  # no per-initializer warnings
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        if batch:
+            opts.add_free_dimension_override_by_name("batch", batch)
+        cuda = device.startswith("cuda")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        return ort.InferenceSession(model_bytes, opts, providers=providers)
+
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+        if isinstance(source, nn.Module):
+            with tempfile.TemporaryDirectory(prefix="mobilezoo-onnx-") as tmp:
+                data = self.export(source, tmp, precision="fp16" if precision == "fp16" else "fp32").read_bytes()
+            artifact = ""
+        else:
+            data, artifact = Path(source).read_bytes(), Path(source).name
+        static = self._session(data, device, threads, batch_size)
+        inp = static.get_inputs()[0]
+        name, dtype = inp.name, (np.float16 if "float16" in inp.type else np.float32)
+        dynamic: list = []
+
+        def run(arr: np.ndarray) -> np.ndarray:
+            sess = static
+            if batch_size and arr.shape[0] != batch_size:  # another batch size: a dynamic-shape session, made once
+                if not dynamic:
+                    dynamic.append(self._session(data, device, threads, None))
+                sess = dynamic[0]
+            return sess.run(None, {name: arr})[0]
+
+        return Session(
+            self.name, precision, device, run, numpy_input(dtype), to_torch, artifact=artifact, keep=[static, dynamic]
+        )
+
+
+BACKEND = OnnxRuntimeBackend()
