@@ -101,7 +101,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "Top-1 in %; `here` on the whole test split, `subset` on its first "
         f"{rows[0]['images_emulated'] if rows else 0} images (the emulated run's).",
         "",
-        "| model | toolchain | target | max|w| | fp32 | int8 here | drop | subset: fp32 | int8 here | int8 AVX2 "
+        "| model | toolchain | target | largest weight | fp32 | int8 here | drop | subset: fp32 | int8 here | int8 AVX2 "
         "| AVX2 = here (top-1 agree) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -134,7 +134,14 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--emulated", type=int, default=1000, help="test images run on the emulated AVX2 CPU")
     ap.add_argument("--out", default="int8_targets")
+    ap.add_argument("--render", action="store_true", help="only re-render the .md from the committed .json")
     args = ap.parse_args()
+    if args.render:
+        import json
+
+        doc = json.loads((RESULTS / f"{args.out}.json").read_text())
+        (RESULTS / f"{args.out}.md").write_text(markdown(doc["rows"], doc["meta"]))
+        return
 
     from emulate_int8 import CPU
 

@@ -3,9 +3,10 @@ PyTorch model, metadata in the sidecar. ncnn runs one image at a time (CHW): a b
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,6 +38,8 @@ class NcnnBackend(Backend):
         return super().unsupported(precision, device)
 
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
+        """Trace the BN-folded model and convert it with pnnx's own converter binary, run as a child process in a
+        session of its own (its output captured; shown only with ``MOBILEZOO_VERBOSE=1``; a failure is one line)."""
         import pnnx
 
         from ..data.transforms import eval_preprocess
@@ -47,15 +50,24 @@ class NcnnBackend(Backend):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = getattr(model, "model_name", type(model).__name__)
-        net = fuse_bn(model)
+        net = fuse_bn(model).eval()
         x = example_input(net, input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
         with tempfile.TemporaryDirectory(prefix="mobilezoo-pnnx-") as tmp:
             pt = Path(tmp) / f"{name}.pt"
-            verbose = os.environ.get("MOBILEZOO_VERBOSE")
-            with contextlib.nullcontext() if verbose else quiet():  # pnnx prints every pass
-                pnnx.export(net, str(pt), (x,), fp16=precision == "fp16")
-            for suffix in (".ncnn.param", ".ncnn.bin"):
-                shutil.move(str(Path(tmp) / f"{name}{suffix}"), out_dir / f"{name}{suffix}")
+            with torch.no_grad(), quiet():
+                torch.jit.trace(net, x).save(str(pt))
+            shape = "[" + ",".join(str(d) for d in x.shape) + "]f32"
+            cmd = [pnnx.EXEC_PATH, str(pt), f"inputshape={shape}", "device=cpu", "optlevel=2"]
+            cmd += [] if precision == "fp16" else ["fp16=0"]
+            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, start_new_session=True)
+            if os.environ.get("MOBILEZOO_VERBOSE"):
+                print(res.stdout + res.stderr, file=sys.stderr)
+            made = [Path(tmp) / f"{name}{suffix}" for suffix in (".ncnn.param", ".ncnn.bin")]
+            if res.returncode != 0 or not all(p.is_file() for p in made):
+                last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+                raise RuntimeError(f"pnnx could not convert {name} to ncnn (exit {res.returncode}): {last[0][:200]}")
+            for p in made:
+                shutil.move(str(p), out_dir / p.name)
         path = out_dir / f"{name}{self.suffix}"
         write_sidecar(path, artifact_metadata(model, class_names, precision))
         return path
