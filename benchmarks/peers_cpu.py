@@ -1,5 +1,6 @@
 """Faster than every peer? CPU, batch 1, one thread: mobilezoo's ``backend="auto"`` against PyTorch eager, ONNX
-Runtime, OpenVINO, ncnn and Paddle Inference on the same network and weights, measured side by side in one run.
+Runtime, OpenVINO, ncnn, the phone engines of the registry (ExecuTorch, LiteRT, ...) and Paddle Inference on the same
+network and weights, measured side by side in one run.
 
     python benchmarks/peers_cpu.py                         # the six networks of issue 5, writes benchmarks/results/
     python benchmarks/peers_cpu.py --models MobileNetV2_x1_0 --out /tmp/peers
@@ -18,14 +19,18 @@ Engines (all pinned to one core, one thread):
 - ``onnxruntime``: ``torch.onnx.export`` (opset 17) + a default ``InferenceSession`` (all graph optimisations);
 - ``openvino``: ``ov.convert_model(model, example_input)`` + ``compile_model`` (f32 inference precision, latency hint);
 - ``ncnn``: pnnx export + ``ncnn.Net`` with default options;
+- the registry's other engines (:func:`registry_peers`: ``executorch``, XNNPACK-delegated ``.pte``; ``litert``,
+  ``.tflite`` on the XNNPACK delegate; ...): each engine's own export opened by its mobilezoo session, one thread
+  (x86 timings of phone runtimes: their ARM numbers are the seeds' Snapdragon 855 and Raspberry Pi columns);
 - ``paddle-inference``: PaddleClas's network, ``paddle.jit.save`` + ``paddle.inference`` with oneDNN (a subprocess
   in the PaddlePaddle environment, same core, same input);
 - ``mobilezoo-auto``: ``mobilezoo.runtime.load(model, backend="auto", threads=1)`` (measured choice, timed through
   the runtime API's ``__call__``: tensor in, logits tensor out).
 
 Reduced precision: OpenVINO / PyTorch / Paddle bf16 and mobilezoo ``auto`` bf16; mobilezoo int8 (``mobilezoo.quant``
-PTQ, calibrated on 32 inputs of the timed input's distribution) on ONNX Runtime and OpenVINO. Accuracy of reduced
-precision needs CIFAR-10-trained checkpoints (``--ckpt-dir DIR`` with ``DIR/<model>/best.ckpt``): without them it is
+PTQ, calibrated on 32 inputs of the timed input's distribution) on ONNX Runtime and OpenVINO, and each engine's own
+int8 quantizer where it has one (ExecuTorch's XNNPACK PT2E, LiteRT's full integer: ``mobilezoo-int8-<engine>``).
+Accuracy of reduced precision needs CIFAR-10-trained checkpoints (``--ckpt-dir DIR`` with ``DIR/<model>/best.ckpt``): without them it is
 reported as not verified.
 
 In-process engines are timed interleaved (every round runs each engine in turn, order rotating) so load changes hit
@@ -62,7 +67,28 @@ MODELS = {  # zoo name -> (torchvision/timm source, peer model name)
     "ShuffleNetV2_x1_0": ("torchvision", "shufflenet_v2_x1_0"),
     "GhostNet_x1_0": ("timm", "ghostnet_100"),
 }
-FP32_PEERS = ("pytorch-eager", "onnxruntime", "openvino", "ncnn", "paddle-inference")
+HAND_SET_UP = ("onnxruntime", "openvino", "ncnn")
+"""Engines set up here as their own users do (``engine_ort``, ``engine_openvino``, ``engine_ncnn``)."""
+
+
+def registry_peers() -> tuple[str, ...]:
+    """The other engines of mobilezoo's registry that run models here (its ``auto`` candidates besides torch and the
+    hand-set-up ones: ExecuTorch, LiteRT, ...): each timed through its mobilezoo session on its own artifact."""
+    from mobilezoo import backends
+
+    return tuple(
+        n for n in backends.names() if n not in (*HAND_SET_UP, "torch") and backends.get(n).auto_rank is not None
+    )
+
+
+def int8_engines() -> tuple[str, ...]:
+    """The engines with an int8 quantizer of their own (:func:`mobilezoo.backends.quantizers`) that run int8 here."""
+    from mobilezoo import backends
+
+    return tuple(n for n in backends.quantizers() if backends.get(n).unsupported("int8", "cpu") is None)
+
+
+FP32_PEERS = ("pytorch-eager", *HAND_SET_UP, *registry_peers(), "paddle-inference")
 COLUMNS = (
     "model",
     "engine",
@@ -176,6 +202,21 @@ def engine_runtime(rt, x: torch.Tensor):
     return (lambda: rt(x)), (lambda: rt(x))
 
 
+def engine_registry(name: str, model: torch.nn.Module, x: torch.Tensor, workdir: Path, calib=None):
+    """Engine ``name`` of the registry on its own artifact (``calib``: its own int8 quantizer's), one thread: the
+    engine's native call timed, its output through the session."""
+    from mobilezoo import backends
+
+    eng = backends.get(name)
+    with quiet():
+        if calib is None:
+            path = eng.export(model, workdir / name, input_size=int(x.shape[-1]))
+        else:
+            path = eng.quantize(model, calib, workdir / f"{name}-int8")
+    sess = eng.open(path, threads=1, batch_size=int(x.shape[0]))
+    return sess.timed_call(x), lambda: sess(x)
+
+
 def paddle_inference(constructor: str, workdir: Path, x: np.ndarray, cores: list[int], args, bf16: bool = False):
     """(rounds of per-call seconds, logits) from the Paddle environment, pinned to ``cores``."""
     np.save(workdir / "x.npy", x)
@@ -238,6 +279,9 @@ def cifar_accuracy(name: str, ckpt: Path, n_images: int) -> dict[str, Any]:
             "int8-openvino": runtime.load(q.int8, threads=1, precision="int8", backend="openvino"),
             "int8-nncf-openvino": runtime.load(qn.int8, threads=1),
         }
+        for tc in int8_engines():  # the engines with a quantizer of their own, on their own artifact
+            qe = quantize_ptq(model, calib, Path(tmp) / tc, toolchain=tc)
+            engines[f"int8-{tc}"] = runtime.load(qe.int8, threads=1)
         for k, rt in engines.items():
             preds = rt.predict(paths, topk=1, batch_size=32)
             out[k] = 100.0 * sum(p.names[0] == y for p, y in zip(preds, labels)) / len(paths)
@@ -314,6 +358,8 @@ def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> Non
             add("onnxruntime", "mobilezoo", "fp32", lambda: engine_ort(model, x, work))
             add("openvino", "mobilezoo", "fp32", lambda: engine_openvino(model, x, "f32"))
             add("ncnn", "mobilezoo", "fp32", lambda: engine_ncnn(model, x, work))
+            for peer_name in registry_peers():  # ExecuTorch, LiteRT, ... through the engine layer
+                add(peer_name, "mobilezoo", "fp32", lambda n=peer_name: engine_registry(n, model, x, work))
             t0 = time.perf_counter()
             rt_auto = runtime.load(model, backend="auto", threads=1, remeasure=True)
             choices[name] = {"fp32": {**rt_auto.auto.as_dict(), "select_s": round(time.perf_counter() - t0, 2)}}
@@ -353,6 +399,10 @@ def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> Non
             rt_i8_nncf = runtime.load(qn.int8, threads=1)
             note = f"mobilezoo.quant PTQ, nncf toolchain ({len(calib)} calibration inputs), OpenVINO IR"
             add("mobilezoo-int8-nncf-openvino", "mobilezoo", "int8", lambda: engine_runtime(rt_i8_nncf, x), note)
+            for tc in int8_engines():  # each engine's own quantizer, same calibration inputs
+                note = f"{tc}'s own quantizer ({len(calib)} calibration inputs)"
+                make = lambda n=tc: engine_registry(n, model, x, work, calib)  # noqa: E731
+                add(f"mobilezoo-int8-{tc}", "mobilezoo", "int8", make, note)
 
             # Paddle Inference in its own process on the same core, right before the in-process rounds
             paddle = {}
@@ -545,6 +595,7 @@ REDUCED_ACCURACY = {  # reduced-precision engine -> its accuracy check in cifar_
     "mobilezoo-int8-onnxruntime": "int8-onnxruntime",
     "mobilezoo-int8-openvino": "int8-openvino",
     "mobilezoo-int8-nncf-openvino": "int8-nncf-openvino",
+    **{f"mobilezoo-int8-{tc}": f"int8-{tc}" for tc in int8_engines()},
 }
 
 

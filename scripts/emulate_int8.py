@@ -1,4 +1,4 @@
-"""Run an ONNX Runtime or OpenVINO artifact on an emulated CPU without VNNI (``qemu-x86_64 -cpu Haswell``: AVX2,
+"""Run an ONNX Runtime, OpenVINO or MNN artifact on an emulated CPU without VNNI (``qemu-x86_64 -cpu Haswell``: AVX2,
 FMA, no AVX-512, no VNNI): what an AVX2-only machine computes, on whatever machine this runs. The engines pick their
 int8 kernels from CPUID, which qemu reports for the emulated CPU, and qemu executes ``vpmaddubsw`` with its int16
 saturation, so an int8 artifact that overflows there gives the same wrong answer here (checked against the known
@@ -33,6 +33,14 @@ def _run(engine: str, artifact: str, x: np.ndarray) -> np.ndarray:
 
         s = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
         return s.run(None, {s.get_inputs()[0].name: x})[0]
+    if engine == "mnn":  # MNN's Module API as mobilezoo.backends.mnn runs it (fp32 arithmetic outside int8 kernels)
+        import MNN.expr as expr
+        import MNN.nn as mnn_nn
+
+        rt = mnn_nn.create_runtime_manager(({"backend": "CPU", "numThread": 1, "precision": "high"},))
+        module = mnn_nn.load_module_from_file(artifact, [], [], runtime_manager=rt)
+        out = module.forward(expr.const(x, list(x.shape), expr.NCHW))  # x stays alive: the const reads its memory
+        return np.array(out.read(), dtype=np.float32, copy=True)
     import openvino as ov
 
     c = ov.Core().compile_model(artifact, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})

@@ -19,20 +19,6 @@ ruff check src tests scripts
 ruff format --check src tests scripts
 export MOBILEZOO_PADDLE_PYTHON="$PWD/.cache/paddle-env/bin/python"
 lint-imports
-# Each test file runs in its own pytest process. The native crash of several engines in one process is reproduced
-# (tests/test_quant.py then tests/test_runtime.py::test_every_engine... in one process: SIGSEGV while waiting on the
-# pnnx converter child) but not yet fixed; see the issue notes. The run still fails if any file fails.
-if [ $# -eq 0 ]; then
-  failed=()
-  for f in tests/test_*.py; do
-    echo "=== $f"
-    python3 -m pytest -q "$f" || failed+=("$f")
-  done
-  if [ ${#failed[@]} -gt 0 ]; then
-    echo "FAILED test files: ${failed[*]}" >&2
-    exit 1
-  fi
-  echo "all test files passed"
-else
-  python3 -m pytest "$@"
-fi
+# The whole suite in ONE pytest process, as a user runs everything in one Python process (tests/test_one_process.py
+# guards the native crash that used to force one process per file: see mobilezoo/backends/openvino.py).
+python3 -m pytest -q "$@"

@@ -24,7 +24,7 @@ def _cache_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def model():
-    return prepare_model(TINY, input_size=64)
+    return prepare_model(TINY, "random", input_size=64)
 
 
 class Fake:
@@ -110,9 +110,9 @@ def test_cache_is_keyed_and_can_be_invalidated(model, monkeypatch):
 
 
 def test_key_ignores_weight_values_but_not_architecture(model):
-    other = prepare_model(TINY, input_size=64, seed=1)  # same architecture, other weights
+    other = prepare_model(TINY, "random", input_size=64, seed=1)  # same architecture, other weights
     assert auto.architecture_fingerprint(model) == auto.architecture_fingerprint(other)
-    bigger = prepare_model("MobileNetV3_small_x0_5", input_size=64)
+    bigger = prepare_model("MobileNetV3_small_x0_5", "random", input_size=64)
     assert auto.architecture_fingerprint(model) != auto.architecture_fingerprint(bigger)
 
 
@@ -138,3 +138,12 @@ def test_load_auto_end_to_end(model):
         assert torch.allclose(rt(x), ref(x), rtol=1e-3, atol=1e-3 * float(ref(x).abs().max()))
     cached = runtime.load(model, backend="auto", threads=1)
     assert not cached.auto.measured and cached.backend == rt.backend
+
+
+def test_a_measurement_says_so_on_stderr_and_a_cached_choice_is_silent(model, capsys):
+    auto.choose(model, threads=1, builders=_builders(model, slow=0.01, fast=0.0), budget_s=0.1)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"mobilezoo: measuring backends for auto (slow, fast; {TINY}, batch 1, fp32, cpu)")
+    assert err[0].endswith(f"cached in {auto.cache_path()} ...") and err[1].startswith("mobilezoo: auto chose fast (")
+    auto.choose(model, threads=1, builders=_builders(model, slow=0.01, fast=0.0))
+    assert capsys.readouterr().err == ""

@@ -181,7 +181,7 @@ def _fake_runner(fn):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return prepare_model(TINY, input_size=SMALL_INPUT)
+    return prepare_model(TINY, "random", input_size=SMALL_INPUT)
 
 
 def _config(tiny_model, monkeypatch, fn):
@@ -254,6 +254,7 @@ def tiny_run():
         batch_sizes=[1, 2],
         input_size=RUN_INPUT,
         policy=harness.QUICK,
+        weights="random",
     )
     return run_bench(spec, progress=False)
 
@@ -318,6 +319,7 @@ def test_bench_cli_writes_results(tmp_path, capsys):
     rc = main(
         [
             "bench",
+            "--random-weights",
             "--models",
             TINY,
             "--backends",
@@ -358,7 +360,7 @@ def test_per_layer_view_lines_up_with_the_profiler():
     from mobilezoo.measure.machine import Peaks
     from mobilezoo.profile import profile_model
 
-    model = prepare_model("ShuffleNetV2_x0_25", input_size=SMALL_INPUT)
+    model = prepare_model("ShuffleNetV2_x0_25", "random", input_size=SMALL_INPUT)
     peaks = Peaks("cpu", 1, peak_gflops=100.0, dram_gbps=10.0, cache_gbps=50.0, cache_bytes=1 << 20)
     res = per_layer(model, input_size=SMALL_INPUT, iters=3, warmup=1, peaks=peaks)
     prof = profile_model(model, input_size=SMALL_INPUT)

@@ -17,7 +17,7 @@ PADDLE = {r["name"]: r for r in json.loads((SPEC / "paddleclas" / "params_flops.
 
 
 def _counts(name):
-    m = mz.create_model(name)
+    m = mz.create_model(name, weights="random")
     return count_params(m), count_macs(m)
 
 
@@ -73,7 +73,7 @@ def test_shufflenet_v1_paper_figures_are_the_issue_list():
 
 @pytest.mark.parametrize("name", list_models(archs_only=True))
 def test_profiler_macs_match_flop_counter(name):
-    m = mz.create_model(name).eval()
+    m = mz.create_model(name, weights="random").eval()
     fc = FlopCounterMode(display=False)
     with fc, torch.no_grad():
         m(torch.randn(1, 3, 224, 224))

@@ -133,7 +133,7 @@ def test_404_fails_fast_with_instructions(server):
         mz.create_model(NAME, pretrained=True)
     assert time.monotonic() - t < 5
     msg = str(ei.value)
-    assert weights_info(NAME).url in msg and "place it at" in msg and "pretrained='path/to/" in msg
+    assert weights_info(NAME).url in msg and "place it at" in msg and "weights='path/to/" in msg
 
 
 def test_no_server_fails_fast(tmp_path, monkeypatch):
@@ -155,5 +155,9 @@ def test_no_server_fails_fast(tmp_path, monkeypatch):
 
 
 def test_no_published_checkpoint():
-    with pytest.raises(DownloadError, match="ShuffleNetV1 is not in PaddleClas"):
-        mz.create_model("ShuffleNetV1_g3_x1_0", pretrained=True)
+    from mobilezoo.weights import NoPublishedWeightsError
+
+    msg = r"ShuffleNetV1_g3_x1_0 has no published weights \(PaddleClas has no ShuffleNetV1\): pass weights='random'"
+    for kw in ({}, {"pretrained": True}, {"weights": "published"}):  # the default is the published weights
+        with pytest.raises(NoPublishedWeightsError, match=msg):
+            mz.create_model("ShuffleNetV1_g3_x1_0", **kw)

@@ -82,7 +82,7 @@ def test_peer_weights_give_peer_logits(peer: Peer, tmp_path):
     theirs = _randomise(_peer_model(peer.source, peer.peer))
     path = tmp_path / "peer.pth"
     torch.save(theirs.state_dict(), path)
-    ours = mz.create_model(peer.arch).eval()
+    ours = mz.create_model(peer.arch, weights="random").eval()
     report = load_weights(ours, mz.get_entry(peer.arch), path, source=peer.source)
     assert report.ok
     x = _x()
@@ -96,7 +96,7 @@ def test_misnamed_tensor_is_detected(tmp_path):
     """The parity check above has teeth: swapping two same-shaped tensors in the checkpoint moves the logits."""
     theirs = _randomise(_peer_model("torchvision", "shufflenet_v2_x0_5"))
     entry = mz.get_entry("ShuffleNetV2_x0_5")
-    ours = mz.create_model(entry.name).eval()
+    ours = mz.create_model(entry.name, weights="random").eval()
     sd = dict(theirs.state_dict())
     a, b = "stage3.3.branch2.1.running_var", "stage3.3.branch2.6.running_var"
     sd[a], sd[b] = sd[b], sd[a]
@@ -127,7 +127,7 @@ def test_other_class_count_keeps_backbone(tmp_path):
     theirs = _randomise(_peer_model("torchvision", "shufflenet_v2_x1_0"))
     path = tmp_path / "p.pth"
     torch.save(theirs.state_dict(), path)
-    ours = mz.create_model("ShuffleNetV2_x1_0", num_classes=10).eval()
+    ours = mz.create_model("ShuffleNetV2_x1_0", weights="random", num_classes=10).eval()
     load_weights(ours, mz.get_entry("ShuffleNetV2_x1_0"), path, source="torchvision")
     x = _x()
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_one_channel_input_adapts_stem(tmp_path):
     theirs = _randomise(_peer_model("torchvision", "shufflenet_v2_x0_5"))
     path = tmp_path / "p.pth"
     torch.save(theirs.state_dict(), path)
-    ours = mz.create_model("ShuffleNetV2_x0_5", in_chans=1)
+    ours = mz.create_model("ShuffleNetV2_x0_5", weights="random", in_chans=1)
     load_weights(ours, mz.get_entry("ShuffleNetV2_x0_5"), path, source="torchvision")
     assert torch.equal(ours.stem.conv.conv.weight, theirs.conv1[0].weight.sum(1, keepdim=True))
 
@@ -148,7 +148,7 @@ def test_one_channel_input_adapts_stem(tmp_path):
 def test_wrong_width_checkpoint_raises_mismatch(tmp_path):
     path = tmp_path / "x1_0.pth"
     torch.save(_peer_model("torchvision", "shufflenet_v2_x1_0").state_dict(), path)
-    ours = mz.create_model("ShuffleNetV2_x0_5")
+    ours = mz.create_model("ShuffleNetV2_x0_5", weights="random")
     with pytest.raises(
         CheckpointMismatchError, match=r"ShuffleNetV2_x0_5.*wrong shape: .*stage2\.0\.branch1\.2\.weight"
     ):
@@ -160,7 +160,7 @@ def test_incomplete_checkpoint_reports_missing_and_unexpected():
     sd = dict(_peer_model("torchvision", "shufflenet_v2_x0_5").state_dict())
     del sd["conv5.1.running_var"]
     sd["extra.weight"] = torch.zeros(1)
-    _, report = convert_foreign(mz.create_model(entry.name), entry, sd, "torchvision")
+    _, report = convert_foreign(mz.create_model(entry.name, weights="random"), entry, sd, "torchvision")
     assert report.missing == ["conv5.1.running_var"]
     assert report.unexpected == ["extra.weight"]
     assert not report.mismatched
@@ -184,7 +184,7 @@ def test_incomplete_checkpoint_reports_missing_and_unexpected():
 def test_non_equivalent_raises_with_reason(name, source, says, monkeypatch):
     entry = mz.get_entry(name)
     with pytest.raises(CheckpointError, match=f"{name} has no {source} equivalent.*{says}"):
-        convert_foreign(mz.create_model(name), entry, {}, source)
+        convert_foreign(mz.create_model(name, weights="random"), entry, {}, source)
     monkeypatch.setattr(hub, "download", lambda url, sha256=None: pytest.fail(f"downloaded {url}"))
     with pytest.raises(CheckpointError, match=says):
         fetch_foreign(entry, source)
@@ -194,13 +194,13 @@ def test_real_mobilenet_v2_checkpoint_is_refused(tmp_path):
     path = tmp_path / "mbv2.pth"
     torch.save(_peer_model("torchvision", "mobilenet_v2").state_dict(), path)
     with pytest.raises(CheckpointError, match="expand 1x1"):
-        load_weights(mz.create_model("MobileNetV2_x1_0"), mz.get_entry("MobileNetV2_x1_0"), path, source="torchvision")
+        load_weights(mz.create_model("MobileNetV2_x1_0", weights="random"), mz.get_entry("MobileNetV2_x1_0"), path, source="torchvision")
 
 
 def test_unknown_source():
     entry = mz.get_entry("ShuffleNetV2_x1_0")
     with pytest.raises(ValueError, match="unknown checkpoint source 'keras'"):
-        convert_foreign(mz.create_model(entry.name), entry, {}, "keras")
+        convert_foreign(mz.create_model(entry.name, weights="random"), entry, {}, "keras")
 
 
 def test_fetch_failure_names_url_and_place(tmp_path, monkeypatch):
@@ -261,13 +261,13 @@ def _positional_rel_err(ours: nn.Module, theirs: nn.Module) -> float | None:
     ],
 )
 def test_different_peers_really_differ(name, source, peer):
-    err = _positional_rel_err(mz.create_model(name), _randomise(_peer_model(source, peer)))
+    err = _positional_rel_err(mz.create_model(name, weights="random"), _randomise(_peer_model(source, peer)))
     assert err is None or err > 1e-3
     assert not find_peer(mz.get_entry(name), source).same
 
 
 def test_timm_mobilenetv1_differs_only_by_relu6():
-    ours = mz.create_model("MobileNetV1_x1_0")
+    ours = mz.create_model("MobileNetV1_x1_0", weights="random")
     assert _positional_rel_err(ours, _randomise(_peer_model("timm", "mobilenetv1_100", act_layer=nn.ReLU))) < 1e-6
     assert _positional_rel_err(ours, _randomise(_peer_model("timm", "mobilenetv1_100"))) > 1e-3
 
@@ -278,7 +278,7 @@ def test_mobilenet_v2_peers_lack_the_t1_expand_conv(source, peer):
         block = m.features[1] if source == "torchvision" else m.blocks[0][0]
         return [(c.in_channels, c.out_channels) for c in block.modules() if isinstance(c, nn.Conv2d)]
 
-    ours = mz.create_model("MobileNetV2_x1_0")
+    ours = mz.create_model("MobileNetV2_x1_0", weights="random")
     assert [(c.in_channels, c.out_channels) for c in ours.blocks[0][0].modules() if isinstance(c, nn.Conv2d)] == [
         (32, 32),
         (32, 32),
@@ -305,9 +305,9 @@ def test_se_width_gate_and_head_differ(source, peer, rd):
 
 
 def test_our_se_width_is_a_quarter():
-    assert mz.create_model("MobileNetV3_large_x1_0").blocks[3].se.conv_reduce.out_channels == 18
-    assert mz.create_model("GhostNet_x1_0").blocks[3].se.conv_reduce.out_channels == 18
-    assert mz.create_model("MobileNetV3_large_x1_0").head.hidden[0].bias is None
+    assert mz.create_model("MobileNetV3_large_x1_0", weights="random").blocks[3].se.conv_reduce.out_channels == 18
+    assert mz.create_model("GhostNet_x1_0", weights="random").blocks[3].se.conv_reduce.out_channels == 18
+    assert mz.create_model("MobileNetV3_large_x1_0", weights="random").head.hidden[0].bias is None
 
 
 def test_absent_families():

@@ -5,6 +5,7 @@ import torch
 
 import mobilezoo as mz
 from mobilezoo.models import list_models
+from mobilezoo.models.features import FeatureNet
 
 ARCHS = list_models(archs_only=True)
 
@@ -12,16 +13,42 @@ ARCHS = list_models(archs_only=True)
 @pytest.fixture(scope="module", params=ARCHS)
 def model(request):
     torch.manual_seed(0)
-    return mz.create_model(request.param).eval()
+    return mz.create_model(request.param, weights="random").eval()
+
+
+def _halved(n: int, times: int) -> int:
+    """Every stride-2 conv/pool pads (k-1)//2, so each halving rounds up."""
+    for _ in range(times):
+        n = -(-n // 2)
+    return n
 
 
 def test_forward_224_and_small_resolutions(model):
+    """Logits, and the feature map of every ``feature_info`` level (strides 2-32), at 224 and at a non-square input
+    that is no multiple of 32."""
+    assert [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]
     with torch.no_grad():
         for size in (224, 96, 32):  # the MobileNet resolution multiplier: any input >= 32
-            y = model(torch.randn(2, 3, size, size))
+            final, maps = model.forward_intermediates(torch.randn(2, 3, size, size))
+            y = model.forward_head(final)
             assert y.shape == (2, 1000) and torch.isfinite(y).all(), size
-        y = model(torch.randn(1, 3, 160, 128))  # non-square
-        assert y.shape == (1, 1000)
+            if size == 224:
+                want = [(2, f["num_chs"], 224 // f["reduction"], 224 // f["reduction"]) for f in model.feature_info]
+                assert [tuple(m.shape) for m in maps] == want
+        final, maps = model.forward_intermediates(torch.randn(1, 3, 150, 120))  # non-square
+        assert model.forward_head(final).shape == (1, 1000)
+        want = [(1, f["num_chs"], _halved(150, k), _halved(120, k)) for k, f in enumerate(model.feature_info, 1)]
+        assert [tuple(m.shape) for m in maps] == want
+
+
+def test_features_only_form(model):
+    net = FeatureNet(model)  # what create_model(name, features_only=True) returns (tests/test_backbones.py)
+    assert net.feature_info.reduction() == [4, 8, 16, 32] and net.feature_info.out_indices == (1, 2, 3, 4)
+    assert net.feature_info.channels() == [f["num_chs"] for f in model.feature_info[1:]]
+    full, own = set(model.state_dict()), set(net.state_dict())
+    assert own <= full and {k.split(".")[0] for k in full - own} == {"final_conv", "head"} & {
+        k.split(".")[0] for k in full
+    }
 
 
 def test_contract(model):
@@ -72,7 +99,7 @@ def test_script_trace_export(model):
     "name", ["MobileNetV3_small_x1_0", "ShuffleNetV2_x0_5", "GhostNet_x0_5", "ShuffleNetV1_g3_x0_5"]
 )
 def test_num_classes_in_chans_and_reset(name):
-    m = mz.create_model(name, num_classes=10, in_chans=1).eval()
+    m = mz.create_model(name, weights="random", num_classes=10, in_chans=1).eval()
     with torch.no_grad():
         assert m(torch.randn(2, 1, 64, 64)).shape == (2, 10)
         m.reset_classifier(5)
@@ -83,7 +110,7 @@ def test_num_classes_in_chans_and_reset(name):
 
 
 def test_small_input_option_keeps_resolution():
-    m = mz.create_model("MobileNetV2_x1_0", num_classes=10, small_input=True).eval()
+    m = mz.create_model("MobileNetV2_x1_0", weights="random", num_classes=10, small_input=True).eval()
     with torch.no_grad():
         assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 2  # stride 16 instead of 32
 

@@ -19,7 +19,9 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    spec = BenchSpec(models=MODELS, backends=["torch", "onnxruntime"], input_size=SIZE, policy=harness.QUICK)
+    spec = BenchSpec(
+        models=MODELS, backends=["torch", "onnxruntime"], input_size=SIZE, policy=harness.QUICK, weights="random"
+    )
     return run_bench(spec, progress=False)
 
 

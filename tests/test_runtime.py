@@ -7,6 +7,7 @@ import torch
 
 import mobilezoo as mz
 from mobilezoo import backends, runtime
+from mobilezoo.backends.artifact import engine_for as artifact_engine
 from mobilezoo.cli import main
 from mobilezoo.data import load_image
 from mobilezoo.export import check_export, export, export_onnx, read_onnx_metadata
@@ -30,7 +31,7 @@ ONE_PER_FAMILY = [
 def calibrated(name: str) -> torch.nn.Module:
     """Random weights with BatchNorm statistics measured on the photos, so logits depend on the image."""
     torch.manual_seed(0)
-    m = mz.create_model(name)
+    m = mz.create_model(name, weights="random")
     pre = mz.data.eval_preprocess(m)
     batch = torch.stack([pre(load_image(p)) for p in PHOTOS])
     for bn in m.modules():
@@ -86,7 +87,11 @@ def test_other_formats_match_torch(name, fmt, tmp_path):
 @pytest.mark.parametrize("engine", backends.names())
 def test_every_engine_agrees_with_eager_pytorch_directly_and_through_auto(engine, tmp_path, monkeypatch):
     """Every registered engine (the registry is the only list): the same top-5 as eager PyTorch on the photos, when
-    asked for by name and when it is ``auto``'s only candidate; and its own format round-trips through a folder."""
+    asked for by name and when it is ``auto``'s only candidate; and its own format round-trips through a folder.
+    An engine that is installed but cannot run on this OS (Core ML off Apple's) is refused with its reason instead,
+    by name, by ``auto`` and for its own artifact, and its export passes its structural validation."""
+    import re
+
     from mobilezoo.runtime import auto
 
     monkeypatch.setenv("MOBILEZOO_HOME", str(tmp_path / "home"))
@@ -94,6 +99,17 @@ def test_every_engine_agrees_with_eager_pytorch_directly_and_through_auto(engine
     if eng.available() is not None:
         pytest.skip(eng.available())  # a failure under scripts/test.sh (MOBILEZOO_TESTS_STRICT)
     model = calibrated("MobileNetV3_large_x0_5")
+    not_here = eng.unsupported("fp32", "cpu")
+    if not_here:
+        with pytest.raises(ValueError, match=re.escape(not_here)):
+            runtime.load(model, backend=engine)
+        assert engine not in auto.candidates_for("fp32", "cpu")
+        path = eng.export(model, tmp_path / "export")
+        assert path.name.endswith(eng.suffix) and artifact_engine(path) == engine
+        assert "validated" in check_export(model, path, [load_image(p) for p in PHOTOS]).validated
+        with pytest.raises(backends.Unsupported, match=re.escape(not_here)):
+            runtime.load(tmp_path / "export")
+        return
     ref = [p.indices for p in runtime.load(model, backend="torch").predict(PHOTOS)]
     assert [p.indices for p in runtime.load(model, backend=engine, threads=1).predict(PHOTOS)] == ref
     common = {"model_name": model.model_name, "class_names": [], "preprocess": mz.data.eval_preprocess(model)}
@@ -109,7 +125,7 @@ def test_every_engine_agrees_with_eager_pytorch_directly_and_through_auto(engine
 
 
 def test_load_by_name_with_onnxruntime_backend():
-    rt = runtime.load("ShuffleNetV2_x0_5", backend="onnxruntime", threads=1)
+    rt = runtime.load("ShuffleNetV2_x0_5", backend="onnxruntime", threads=1, weights="random")
     assert rt.backend == "onnxruntime"
     preds = rt.predict(PHOTOS[:2], topk=3)
     assert len(preds) == 2 and len(preds[0].indices) == 3

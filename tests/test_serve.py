@@ -171,7 +171,7 @@ def make_checkpoint(path: Path) -> Path:
     from mobilezoo.data import eval_preprocess, load_image
 
     torch.manual_seed(0)
-    model = create_model(MODEL)
+    model = create_model(MODEL, weights="random")
     pre = eval_preprocess(model)
     x = torch.stack([pre(load_image(p)) for p in photos()])
     for mod in model.modules():
@@ -658,7 +658,7 @@ def test_api_key_required_everywhere_but_health(auth_server):
     anon = httpx.Client(base_url=auth_server.url, timeout=30)
     with anon:
         for method, path in [("POST", "/v1/classify"), ("GET", "/v1/models"), ("GET", "/metrics"),
-                             ("GET", "/openapi.json"), ("GET", "/"), ("GET", "/docs"), ("GET", "/nope")]:  # fmt: skip
+                             ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/nope")]:  # fmt: skip
             r = anon.request(method, path)
             assert r.status_code == 401, (path, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"
@@ -667,6 +667,8 @@ def test_api_key_required_everywhere_but_health(auth_server):
         assert r.status_code == 401 and _detail(r) == "wrong API key"
         assert anon.get("/healthz").status_code == 200
         assert anon.get("/readyz").status_code == 200
+        for path in ("/", "/static/app.js", "/static/style.css"):  # the page holds no data: it asks for the key
+            assert anon.get(path).status_code == 200, path
     r = auth_server.client.post("/v1/classify", content=(PHOTOS / "cat.jpg").read_bytes(),
                                 headers={"Content-Type": "image/jpeg"})  # fmt: skip
     assert r.status_code == 200, r.text
@@ -902,6 +904,42 @@ def test_page_in_headless_chromium(server, reference):
         finally:
             browser.close()
     assert (ARTIFACTS / "serve_page_cat.png").stat().st_size > 10_000
+
+
+def test_page_asks_for_the_api_key_in_headless_chromium(auth_server, reference):
+    """With --api-key the page loads, shows a key field, and classifies once the key is entered (a wrong key is
+    asked for again)."""
+    if not Path(CHROMIUM).exists() or not _has_playwright():
+        msg = "headless browser test needs chromium on PATH (apt-get install chromium) and playwright"
+        if os.environ.get("CI") or os.environ.get("MOBILEZOO_TESTS_STRICT"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(auth_server.url + "/")
+            expect(page.locator("#auth")).to_be_visible()
+            expect(page.locator("#model")).to_have_text("model information needs the API key")
+            page.fill("#key", "not-the-key")
+            page.click("#auth button")
+            expect(page.locator("#status")).to_have_text("wrong API key: enter it again")
+            page.fill("#key", KEY)
+            page.click("#auth button")
+            expect(page.locator("#model")).to_contain_text(MODEL)
+            expect(page.locator("#auth")).to_be_hidden()
+            page.set_input_files("#file", str(PHOTOS / "cat.jpg"))
+            bars = page.locator("#bars .bar")
+            expect(bars).to_have_count(5)
+            want = [t["name"] for t in reference["cat.jpg"]["topk"]]
+            assert bars.locator(".label").all_text_contents() == want
+            assert errors == []
+        finally:
+            browser.close()
 
 
 def _has_playwright() -> bool:

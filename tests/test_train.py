@@ -115,7 +115,7 @@ def test_lr_schedule_is_paddleclas_per_iteration_cosine_with_linear_warmup():
 
 
 def test_bn_is_not_decayed_where_paddleclas_says_so():
-    m = mz.create_model("MobileNetV3_small_x0_35")
+    m = mz.create_model("MobileNetV3_small_x0_35", weights="random")
     groups = _param_groups(m, load_recipe("imagenet", "MobileNetV3_small_x0_35"))
     bn = {id(p) for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d) for p in mod.parameters()}
     assert {id(p) for p in groups[1]["params"]} == bn and groups[1]["weight_decay"] == 0
@@ -345,7 +345,7 @@ def test_two_processes_with_gloo_match_one_process_with_the_same_global_batch(tm
         assert r.returncode == 0, r.stderr[-3000:]
     a, b = _weights(tmp_path / "one" / "last.ckpt"), _weights(tmp_path / "two" / "last.ckpt")
     params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    init = mz.create_model(MODEL, num_classes=10, small_input=True).state_dict()
+    init = mz.create_model(MODEL, weights="random", num_classes=10, small_input=True).state_dict()
     assert any(not torch.allclose(a[k], init[k]) for k in params)  # it trained
     for k in params:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -15,7 +15,9 @@ For every model:
 
 - PTQ: :func:`mobilezoo.quant.quantize_ptq` calibrated on ``--calib`` random *training* images: the onnxruntime
   toolchain (static QDQ, int8 per-channel weights, uint8 activations) once per calibration method
-  (``--calibrations``), and the nncf toolchain (OpenVINO IR, run on openvino only);
+  (``--calibrations``), the nncf toolchain (OpenVINO IR, run on openvino only), and every installed engine with a
+  quantizer of its own (:func:`mobilezoo.backends.quantizers`: ExecuTorch's XNNPACK PT2E ``.int8.pte``, LiteRT's
+  full-integer ``.int8.tflite``; each run on its engine, column ``ptq-<engine>``);
 - QAT: :func:`mobilezoo.quant.qat.quantize_qat` from the checkpoint, fine-tuned ``--qat-epochs`` epochs on
   ``--qat-subset`` training images per class (lr = the recipe's x 0.01), exported to int8 QDQ;
 - top-1/top-5 on the whole CIFAR-10 test split (10,000 images) for fp32 PyTorch, fp32 ONNX Runtime, bf16 OpenVINO,
@@ -111,7 +113,8 @@ def ort_op_profile(path: Path, x, runs: int = 30) -> list[dict[str, Any]]:
 def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[list[dict], list[dict]]:
     import torch
 
-    from mobilezoo import runtime
+    from mobilezoo import backends, runtime
+    from mobilezoo.backends.artifact import engine_for
     from mobilezoo.data import eval_preprocess
     from mobilezoo import create_model
     from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
@@ -141,6 +144,9 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         artifacts["fp32"], artifacts[f"ptq-{method}"] = q.fp32, q.int8
     if args.nncf:
         artifacts["ptq-nncf"] = quantize_ptq(model, calib, work / "ptq-nncf", toolchain="nncf").int8
+    for tc in backends.quantizers():  # the engines with a quantizer of their own (ExecuTorch, LiteRT, ...)
+        if backends.get(tc).unsupported("int8", "cpu") is None:  # runs int8 here (Core ML only on Apple's OSes)
+            artifacts[f"ptq-{tc}"] = quantize_ptq(model, calib, work / f"ptq-{tc}", toolchain=tc).int8
     ptq_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -164,6 +170,10 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         ),
     }
     for art in [a for a in artifacts if a != "fp32"]:
+        own = engine_for(artifacts[art])
+        if own not in ("onnxruntime", "openvino"):  # an engine's own int8 artifact runs on that engine
+            engines[art] = (art, "int8", runtime.load(artifacts[art], precision="int8", backend=own))
+            continue
         if artifacts[art].suffix == ".onnx":  # the OpenVINO IR of the nncf toolchain runs on openvino only
             engines[f"{art}-onnxruntime"] = (art, "int8", runtime.load(artifacts[art], backend="onnxruntime"))
         engines[f"{art}-openvino"] = (

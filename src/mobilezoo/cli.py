@@ -1,4 +1,9 @@
-"""``mobilezoo`` command line: a thin layer over the library (each command calls one public function)."""
+"""``mobilezoo`` command line: a thin layer over the library (each command calls one public function).
+
+``mobilezoo --help``, ``list`` and ``info`` import no torch: they read the shipped metadata table
+(:mod:`mobilezoo.metadata`). Any other command builds its own parser and imports its own module only when it runs
+(:func:`build_parser`); :data:`COMMANDS` is the list of commands.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,29 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _table
+from . import _table, metadata
+from ._weights_options import add_weights_options, model_from_options
+from .metadata import UnknownModelError
 
-COMMAND_PACKAGES = ("train", "quant", "bench", "serve")
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    # command: (the module that defines it: None for this file, "pkg" for mobilezoo.<pkg>.cli; its one-line help)
+    "list": (None, "the zoo as a table: params, MACs, published top-1, weights"),
+    "info": (None, "one model in full: config, counts, weights, per-block table"),
+    "profile": (None, "params, MACs, memory traffic, peak memory, file sizes"),
+    "convert": (None, "a .pdparams/.pth/.safetensors checkpoint -> safetensors"),
+    "predict": (None, "classify image files, folders and globs"),
+    "export": (None, "export to ONNX, TorchScript, OpenVINO or ncnn (checked)"),
+    "train": ("train", "train a zoo model on an image dataset"),
+    "distill": ("train", "train a student from a frozen teacher (SSLD-style)"),
+    "eval": ("train", "a checkpoint's top-1/top-5, per-class accuracy, confusion"),
+    "recipe": ("train", "list or show the shipped training recipes"),
+    "quantize": ("quant", "int8 ONNX: post-training (calibrated) or quantization-aware"),
+    "bench": ("bench", "time models x engines x threads x batches x precisions"),
+    "report": ("bench", "the comparison report on this machine (Markdown, HTML)"),
+    "serve": ("serve", "HTTP inference service: dynamic batching, metrics, upload page"),
+}
+"""Every command, in ``mobilezoo --help`` order, with its help line (<= 64 characters: one line at 80 columns). A
+command module's ``register(sub)`` adds exactly the commands given to it here."""
 
 
 def _add_format(p: argparse.ArgumentParser, default: str = "table") -> None:
@@ -19,26 +44,21 @@ def _add_format(p: argparse.ArgumentParser, default: str = "table") -> None:
 
 
 def _model_rows(names: Sequence[str]) -> list[dict]:
-    from .factory import create_model
-    from .models import get_entry
-    from .profile import count_macs, count_params
-    from .reference import reference_row
+    from .reference import reference_table
 
-    rows, cache = [], {}
+    ref_table = reference_table()
+    rows = []
     for name in names:
-        e = get_entry(name)
-        if e.arch not in cache:
-            m = create_model(e.arch)
-            cache[e.arch] = (count_params(m), count_macs(m))
-        params, macs = cache[e.arch]
-        ref = reference_row(name) if e.paddle_arch or e.weights_tag else None
+        r = metadata.resolve(name)
+        a = metadata.arch_info(r["arch"])
+        ref = ref_table[r["reference"]] if r["reference"] else None
         rows.append(
             {
-                "name": e.name,
-                "family": e.family,
-                "arch": e.arch if e.arch != e.name else "",
-                "params_M": params / 1e6,
-                "MACs_M": macs / 1e6,
+                "name": r["name"],
+                "family": r["family"],
+                "arch": r["arch"] if r["arch"] != r["name"] else "",
+                "params_M": a["params"] / 1e6,
+                "MACs_M": a["macs"] / 1e6,
                 "ref_top1": ref.get("top1") if ref else None,
                 "ref_FLOPs_G": ref.get("flops_g") if ref else None,
             }
@@ -47,13 +67,13 @@ def _model_rows(names: Sequence[str]) -> list[dict]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .models import list_models
-
-    names = list_models(args.pattern, family=args.family)
+    names = metadata.select(args.pattern, family=args.family)
     if args.pretrained:
         return _list_pretrained(names, args.format)
     if not names:
-        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        asked = [f"{args.pattern!r}"] if args.pattern else []
+        asked += [f"family {args.family!r}"] if args.family else []
+        print(f"mobilezoo: no model matches {' in '.join(asked)}", file=sys.stderr)
         return 1
     title = "mobilezoo models (params: trainable; MACs: conv+linear at 224x224, FLOPs = 2 x MACs; ref: PaddleClas)"
     _table.render(_model_rows(names), args.format, title=title)
@@ -61,37 +81,37 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list_pretrained(names: Sequence[str], fmt: str) -> int:
-    from .weights.catalog import weights_info
-    from .weights.hub import cache_dir, load_index
+    from ._cache import cache_dir, load_index
 
     index = load_index()
     rows = []
     for name in names:
-        w = weights_info(name)
+        w = metadata.resolve(name)["weights"]
         if w is None:
             continue
-        pinned = index.get(w.url, {})
+        url = metadata.weights_url(w["url"])
+        pinned = index.get(url, {})
         rows.append(
             {
-                "name": w.name,
-                "arch": w.arch,
-                "top1": w.top1,
-                "top5": w.top5,
-                "params": w.params,
-                "MACs": w.macs,
-                "file": w.file_name,
-                "sha256": w.sha256 or pinned.get("sha256", "")[:16] or "(pinned at first download)",
-                "cached": (cache_dir() / "converted" / f"{w.name}.safetensors").is_file(),
-                "url": w.url,
+                "name": name,
+                "arch": metadata.resolve(name)["arch"],
+                "top1": w["top1"],
+                "top5": w["top5"],
+                "params": w["params"],
+                "MACs": w["macs"],
+                "file": w["file_name"],
+                "sha256": w["sha256"] or pinned.get("sha256", "")[:16] or "(pinned at first download)",
+                "cached": (cache_dir() / "converted" / f"{name}.safetensors").is_file(),
+                "url": url,
             }
         )
     if not rows:
-        print("no published checkpoint matches", file=sys.stderr)
+        print("mobilezoo: no published checkpoint matches", file=sys.stderr)
         return 1
-    t = w.transforms
+    t = w["eval"]
     title = (
-        f"PaddleClas checkpoints ({w.dataset}; eval: resize {t.resize_short} {t.interpolation}, "
-        f"crop {t.crop_size}, ImageNet mean/std; license {w.license})"
+        f"PaddleClas checkpoints ({w['dataset']}; eval: resize {t['resize_short']} {t['interpolation']}, "
+        f"crop {t['crop_size']}, ImageNet mean/std; license {w['license']})"
     )
     _table.render(rows, fmt, title=title)
     return 0
@@ -119,40 +139,46 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def _arch_info(arch: str, input_size: int) -> dict:
+    """An architecture's counts: from the shipped table at its input size, else measured on the built network."""
+    if input_size == metadata.load_table()["input_size"]:
+        return metadata.arch_info(arch)
     from .factory import create_model
-    from .models import get_entry
-    from .profile import block_table, profile_model
-    from .reference import reference_row
-    from .weights.ecosystems import peer_notes
-    from .weights.hub import paddle_url
+    from .profile.table import arch_row
 
-    e = get_entry(args.name)
-    model = create_model(e.arch)
-    prof = profile_model(model, input_size=args.input_size)
-    ref = reference_row(e.name) if e.paddle_arch or e.weights_tag else None
+    return arch_row(create_model(arch, weights="random"), input_size=input_size)  # counts: values do not matter
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
+    from .peers import peer_notes
+    from .reference import reference_table
+
+    r = metadata.resolve(args.name)
+    a = _arch_info(r["arch"], args.input_size)
     info = {
-        "name": e.name,
-        "family": e.family,
-        "architecture": e.arch,
-        "aliases": list(e.aliases),
-        "config": repr(e.config),
-        "source": e.source,
-        "paddleclas_constructor": e.paddle_arch,
-        "pretrained": paddle_url(e) or "none published",
-        "params (trainable)": prof.params,
-        "MACs (conv+linear)": prof.macs,
-        "FLOPs (= 2 x MACs)": prof.flops,
-        "memory access cost (bytes)": prof.mem_access_bytes,
-        "peak activation memory (bytes, batch 1, eager)": prof.peak_activation_bytes,
-        "weights size fp32/fp16/int8 (bytes)": [prof.size_fp32_bytes, prof.size_fp16_bytes, prof.size_int8_bytes],
-        "num_features": model.num_features,
-        "default_cfg": model.default_cfg,
-        "reference (PaddleClas tables)": ref,
-        "notes": e.notes or None,
-        "torchvision / timm": peer_notes(e),
+        "name": r["name"],
+        "family": r["family"],
+        "architecture": r["arch"],
+        "aliases": r["aliases"],
+        "config": r["config"],
+        "source": r["source"],
+        "paddleclas_constructor": r["paddle_arch"],
+        "pretrained": metadata.weights_url(r["pretrained_url"]) or "none published",
+        "params (trainable)": a["params"],
+        "MACs (conv+linear)": a["macs"],
+        "FLOPs (= 2 x MACs)": a["flops"],
+        "memory access cost (bytes)": a["mem_access_bytes"],
+        "peak activation memory (bytes, batch 1, eager)": a["peak_activation_bytes"],
+        "weights size fp32/fp16/int8 (bytes)": a["size_bytes"],
+        "num_features": a["num_features"],
+        "default_cfg": a["default_cfg"],
+        "reference (PaddleClas tables)": reference_table()[r["reference"]] if r["reference"] else None,
+        "notes": r["notes"] or None,
+        "torchvision / timm": peer_notes(SimpleNamespace(**r)),
     }
-    blocks = block_table(model, prof)
+    blocks = a["blocks"]
     if args.format == "json":
         print(json.dumps({**info, "blocks": blocks}, indent=2, default=list))
         return 0
@@ -160,7 +186,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if v not in (None, [], ""):
             print(f"{k}: {v}")
     print()
-    _table.render(blocks, args.format, title=f"{e.arch} blocks at {args.input_size}x{args.input_size}")
+    _table.render(blocks, args.format, title=f"{r['arch']} blocks at {args.input_size}x{args.input_size}")
     return 0
 
 
@@ -172,7 +198,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     names = list_models(archs_only=True) if args.models == ["all"] else args.models
     rows = []
     for name in names:
-        model = create_model(name)
+        model = create_model(name, weights="random")  # counts do not depend on weight values
         p = profile_model(model, input_size=args.input_size, batch_size=args.batch_size, name=name)
         if args.per_layer:
             layer_rows = [
@@ -213,17 +239,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     paths, problems = find_images(args.inputs)
     if args.artifact:
+        if args.model or args.ckpt or args.random_weights:
+            raise ValueError("--artifact is an exported model: give it without --model, --ckpt or --random-weights")
         rt = runtime.load(args.artifact, backend=args.backend, threads=args.threads)
     else:
-        if not args.model:
-            raise ValueError("give --model NAME (with --ckpt FILE, or the published weights) or --artifact FILE")
-        if args.ckpt:
-            model = runtime.load_checkpoint_model(args.model, args.ckpt)
-        else:
-            from .factory import create_model
-
-            model = create_model(args.model, pretrained=not args.random_weights)
-        rt = runtime.load(model, backend=args.backend, threads=args.threads)
+        if not args.model and not args.ckpt:
+            raise ValueError("give --model NAME (the published weights, --ckpt PATH or --random-weights), "
+                             "--ckpt PATH alone (a checkpoint that names its model) or --artifact FILE")  # fmt: skip
+        rt = runtime.load(model_from_options(args, args.model), backend=args.backend, threads=args.threads)
     images, sources = [], []
     for p in paths:
         try:
@@ -249,17 +272,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
+    from .backends import for_format
     from .data import find_images, load_image
     from .export import FORMATS, check_export, export
-    from .factory import create_model
-    from .runtime import load_checkpoint_model
 
-    if args.ckpt:
-        model = load_checkpoint_model(args.model, args.ckpt)
-    else:
-        model = create_model(args.model, pretrained=not args.random_weights).eval()
+    if args.verbose:  # the converters' own output (pnnx) and the deprecation notices
+        import os
+        import warnings
+
+        os.environ["MOBILEZOO_VERBOSE"] = "1"
+        warnings.simplefilter("default")
     formats = FORMATS if args.format == "all" else [f.strip() for f in args.format.split(",")]
-    paths, _ = find_images(args.check_images or [])
+    for fmt in formats:
+        for_format(fmt)  # an unknown format: one line naming the choices, before any work
+    paths, problems = find_images(args.check_images or [])
+    if problems:  # a photo that is not there: never check on noise instead
+        raise FileNotFoundError(f"--check-images: {'; '.join(problems)}")
+    if not args.model and not args.ckpt:
+        raise ValueError("give the model name, or --ckpt PATH alone (a checkpoint that names its model)")
+    model = model_from_options(args, args.model)
     images = [load_image(p) for p in paths[:16]]
     if not images:  # no photos given: a fixed synthetic batch still catches a broken graph
         size = model.default_cfg.get("crop_size", 224) if hasattr(model, "default_cfg") else 224
@@ -274,23 +305,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .backends import formats as export_formats
-    from .backends import names as engine_names
+class _Commands:
+    """The subparsers action as a command module sees it: each command takes its one-line help from
+    :data:`COMMANDS` (the only list of commands), and only the commands :data:`COMMANDS` gives to that module."""
 
-    ap = argparse.ArgumentParser(prog="mobilezoo", description=__doc__)
-    ap.add_argument("--version", action="version", version=f"mobilezoo {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    def __init__(self, sub: argparse._SubParsersAction, owner: str | None) -> None:
+        self._sub, self._owner, self.added = sub, owner, []
 
-    p = sub.add_parser("list", help="the zoo as a table")
-    p.add_argument("pattern", nargs="?", default=None, help="glob on names, e.g. '*ssld*'")
-    p.add_argument("--family", default=None)
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        owner, line = COMMANDS[name]
+        if owner != self._owner or "help" in kwargs:
+            raise AssertionError(f"command {name!r}: its module and one-line help belong in mobilezoo.cli.COMMANDS")
+        kwargs.setdefault("description", line[0].upper() + line[1:] + ".")
+        self.added.append(name)
+        return self._sub.add_parser(name, help=line, **kwargs)
+
+
+def _add_list(sub: _Commands) -> None:
+    p = sub.add_parser("list")
+    p.add_argument("pattern", nargs="?", default=None, help="glob on names and aliases, e.g. '*ssld*'")
+    p.add_argument("--family", default=None, help="a family or the start of one (MobileNetV3, Ghost, ShuffleNet)")
     p.add_argument("--pretrained", action="store_true", help="only names with a published checkpoint, with URLs")
     _add_format(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("convert", help="convert a .pdparams/.pth/.safetensors checkpoint to mobilezoo safetensors")
+
+def _add_convert(sub: _Commands) -> None:
+    p = sub.add_parser("convert")
     p.add_argument("src", type=Path)
     p.add_argument("--model", required=True, help="the zoo architecture the checkpoint is for")
     p.add_argument("-o", "--output", type=Path, required=True, help="out.safetensors, or a directory (save_pretrained)")
@@ -298,12 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("predict", help="classify image files, folders and globs")
+
+def _add_predict(sub: _Commands) -> None:
+    from .backends import names as engine_names
+
+    p = sub.add_parser("predict")
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--model", help="zoo model name")
-    p.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
-    p.add_argument("--artifact", type=Path, help="an exported model (.onnx) instead of --model")
-    p.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests)")
+    p.add_argument("--model", help="zoo model name (optional with a --ckpt that records it)")
+    add_weights_options(p)
+    p.add_argument("--artifact", type=Path, help="an exported model (.onnx, .xml, .torchscript.pt, .ncnn.param)")
     p.add_argument("--backend", default="auto", choices=("auto", *engine_names()))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--topk", type=int, default=5)
@@ -312,23 +356,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help=f"export to {', '.join(export_formats())} (checked against PyTorch)")
-    p.add_argument("model")
-    p.add_argument("--ckpt", type=Path)
+
+def _add_export(sub: _Commands) -> None:
+    from .backends import formats as export_formats
+
+    p = sub.add_parser("export")
+    p.add_argument("model", nargs="?", help="zoo model name (optional with a --ckpt that records it)")
+    add_weights_options(p)
     p.add_argument("--format", default="onnx", help=f"{', '.join(export_formats())}, a comma list, or all")
     p.add_argument("-o", "--output", type=Path, default=Path("out"))
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--check-images", nargs="*", help="photos to compare the artifact with PyTorch on")
-    p.add_argument("--random-weights", action="store_true", help="export without weights (default: published ones)")
+    p.add_argument("--verbose", action="store_true", help="show the converters' own output and warnings")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("info", help="one model in full")
+
+def _add_info(sub: _Commands) -> None:
+    p = sub.add_parser("info")
     p.add_argument("name")
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--input-size", type=int, default=224, help="other than 224: the network is built and measured")
     _add_format(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("profile", help="params, MACs, memory access cost, peak memory, file sizes")
+
+def _add_profile(sub: _Commands) -> None:
+    p = sub.add_parser("profile")
     p.add_argument("models", nargs="+", help="model names, or 'all'")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=1)
@@ -336,30 +388,68 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.set_defaults(func=cmd_profile)
 
-    # capability subpackages add their own commands: mobilezoo.<pkg>.cli.register(subparsers)
-    for pkg in COMMAND_PACKAGES:
-        try:
-            mod = importlib.import_module(f"mobilezoo.{pkg}.cli")
-        except ModuleNotFoundError as e:
-            if e.name == f"mobilezoo.{pkg}.cli":
-                continue
-            raise
-        mod.register(sub)
+
+_CORE = {
+    "list": _add_list,
+    "info": _add_info,
+    "profile": _add_profile,
+    "convert": _add_convert,
+    "predict": _add_predict,
+    "export": _add_export,
+}
+
+
+def _register(sub: argparse._SubParsersAction, name: str) -> list[str]:
+    """Add ``name`` in full: a command of this file alone, or every command of ``mobilezoo.<pkg>.cli``."""
+    owner = COMMANDS[name][0]
+    cmds = _Commands(sub, owner)
+    if owner is None:
+        _CORE[name](cmds)
+    else:
+        importlib.import_module(f"mobilezoo.{owner}.cli").register(cmds)
+    return cmds.added
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with ``command`` (and the commands its module registers) in full and every other command as a
+    one-line stub: ``mobilezoo --help`` imports no command module, a command imports only its own."""
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="mobilezoo",
+        description="PaddleClas's mobile CNNs in PyTorch: list, profile, load weights, train, quantize, export, "
+        "predict, benchmark, serve.",
+        epilog="`mobilezoo COMMAND --help` gives a command's options.",
+    )
+    ap.add_argument("--version", action="version", version=f"mobilezoo {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    done: set[str] = set()
+    for name, (owner, line) in COMMANDS.items():
+        if name in done:
+            continue
+        if command in COMMANDS and owner == COMMANDS[command][0] and (owner is not None or name == command):
+            done.update(_register(sub, name))
+        else:
+            sub.add_parser(name, help=line, add_help=False)
     return ap
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .models import UnknownModelError
+def _command(argv: Sequence[str]) -> str | None:
+    """The command word: the first argument that is not an option (the top level has only --help/--version)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
-    args = build_parser().parse_args(argv)
+
+USER_ERRORS = (UnknownModelError, FileNotFoundError, ValueError, RuntimeError)
+"""Bad input, told in one line without a traceback (also Checkpoint/Download/MissingDependency/DifferentNetwork
+errors: subclasses of these)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (
-        UnknownModelError,
-        FileNotFoundError,
-        ValueError,
-        RuntimeError,
-    ) as e:  # also Checkpoint/Download/MissingDependency errors
+    except USER_ERRORS as e:
         print(f"mobilezoo: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `mobilezoo list | head`

@@ -3,7 +3,7 @@ that is the only list of engines. Export, quantization, the runtime, ``auto``, t
 ask it which engines exist and open sessions through it.
 
     from mobilezoo import backends
-    backends.names()                       # ("torch", "onnxruntime", "torchscript", "openvino", "ncnn")
+    backends.names()                       # ("torch", "onnxruntime", "torchscript", "openvino", "ncnn", ...)
     backends.available()                   # those that can run here
     ort = backends.get("onnxruntime")
     path = ort.export(model, "out/")       # its own format, metadata inside (artifact.py)
@@ -33,11 +33,12 @@ __all__ = [
     "formats",
     "get",
     "names",
+    "quantizers",
     "quiet",
     "resolve",
 ]
 
-ENGINES = ("torch", "onnxruntime", "torchscript", "openvino", "ncnn")
+ENGINES = ("torch", "onnxruntime", "torchscript", "openvino", "ncnn", "executorch", "litert", "mnn", "coreml")
 """Every engine, by module name (the module's ``BACKEND.name`` is the same)."""
 
 
@@ -87,6 +88,12 @@ def bench_defaults(device: str = "cpu", full: bool = False) -> list[str]:
         if engine.unsupported("fp32", device) is None:
             out += [b for b, tier in engine.tiers.items() if tier in want]
     return out
+
+
+def quantizers() -> tuple[str, ...]:
+    """The engines with an int8 quantizer of their own (:meth:`~.base.Backend.quantize`): ``mobilezoo quantize
+    --toolchain`` choices beside ONNX Runtime's and NNCF's."""
+    return tuple(n for n in ENGINES if get(n).quantizer)
 
 
 def formats() -> tuple[str, ...]:

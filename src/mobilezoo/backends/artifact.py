@@ -1,13 +1,15 @@
 """The one artifact format: what every exported or quantized file carries and how it is found, sized and checked.
 
 - **Metadata** (model name, class names, num_classes, preprocessing, precision, and for int8 how it was quantized):
-  inside the file where the format has a place for it (ONNX ``metadata_props``, key ``mobilezoo``), else in a
-  sidecar ``<artifact>.json``.
+  inside the file where the format has a place for it (ONNX ``metadata_props``, key ``mobilezoo``; an engine's
+  :meth:`~mobilezoo.backends.base.Backend.embedded_metadata` for its own format: LiteRT's flatbuffer metadata), else
+  in a sidecar ``<artifact>.json``.
 - **Companion files**: OpenVINO's ``.bin`` beside the ``.xml``, ncnn's ``.ncnn.bin`` beside the ``.ncnn.param``.
 - **Suffix -> engine**: each engine declares its suffix (:attr:`mobilezoo.backends.base.Backend.suffix`);
   :func:`engine_for` asks the registry.
 - **Content checks** (:func:`check_content`): a file is looked at before it is handed to an engine, so a JPEG named
-  ``.onnx`` or a truncated file gets a one-line error instead of the engine's parser error.
+  ``.onnx`` or a truncated file gets a one-line error instead of the engine's parser error (formats of engines
+  that check their own files: :meth:`~mobilezoo.backends.base.Backend.check_file`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ArtifactError(ValueError):
 def artifact_metadata(model: Any, class_names: list[str] | None = None, precision: str = "fp32") -> dict:
     """What every exported artifact carries: model name, classes, preprocessing, precision."""
     from ..data.transforms import eval_preprocess
+    from ..models.base import min_input_size
     from ..reference import class_names_for
 
     pre = eval_preprocess(getattr(model, "default_cfg", None))
@@ -54,6 +57,7 @@ def artifact_metadata(model: Any, class_names: list[str] | None = None, precisio
         "num_classes": getattr(model, "num_classes", None),
         "preprocess": pre.as_dict(),
         "precision": precision,
+        "min_input_size": min_input_size(model),
     }
 
 
@@ -93,8 +97,22 @@ def read_metadata(path: str | Path) -> dict:
             if p.key == META_KEY:
                 return json.loads(p.value)
         return {}
+    inside = _embedded(path)
+    if inside is not None:
+        return inside
     p = sidecar(path)
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _embedded(path: Path) -> dict | None:
+    """Metadata kept inside the file by its engine (:meth:`~mobilezoo.backends.base.Backend.embedded_metadata`)."""
+    from . import get
+
+    try:
+        engine = engine_for(path)
+    except ArtifactError:
+        return None
+    return get(engine).embedded_metadata(path) if path.exists() else None
 
 
 def companions(path: str | Path) -> list[Path]:
@@ -110,9 +128,11 @@ def companions(path: str | Path) -> list[Path]:
 
 
 def artifact_bytes(path: str | Path) -> int:
-    """Bytes of a model artifact on disk, with its weights file (OpenVINO ``.bin``, ncnn ``.bin``) counted."""
+    """Bytes of a model artifact on disk, with its weights file (OpenVINO ``.bin``, ncnn ``.bin``) counted; a folder
+    artifact (Core ML's ``.mlpackage``): every file in it."""
     path = Path(path)
-    return path.stat().st_size + sum(p.stat().st_size for p in companions(path) if p.suffix == ".bin")
+    own = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return own + sum(p.stat().st_size for p in companions(path) if p.suffix == ".bin")
 
 
 def _suffixes() -> dict[str, str]:
@@ -136,10 +156,11 @@ def engine_for(path: str | Path) -> str:
 
 
 def find_artifact(path: str | Path) -> Path:
-    """``path`` itself if it is an artifact file, or the one artifact inside an export directory."""
+    """``path`` itself if it is an artifact (a file, or a folder artifact such as a Core ML ``.mlpackage``), or the
+    one artifact inside an export directory."""
     path = Path(path)
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and is_artifact(p))
+    if path.is_dir() and not is_artifact(path):
+        found = sorted(p for p in path.iterdir() if is_artifact(p) and not p.name.startswith("."))
         if len(found) == 1:
             return found[0]
         if not found:
@@ -155,10 +176,14 @@ def find_artifact(path: str | Path) -> Path:
 def check_content(path: str | Path) -> None:
     """Raise :class:`ArtifactError` (one line) unless ``path`` looks like the format its suffix names, with its
     companion weights file present."""
+    from . import get
+
     path = Path(path)
     engine = engine_for(path)
+    if path.is_dir() != get(engine).folder:  # Core ML's .mlpackage is a folder; every other artifact a file
+        raise ArtifactError(f"{path}: a {'folder' if path.is_dir() else 'file'}, not a {engine} artifact")
     head = path.read_bytes()[:64] if path.is_file() else b""
-    if not head:
+    if not head and not path.is_dir():
         raise ArtifactError(f"{path}: empty file")
     if engine == "onnxruntime":
         import onnx
@@ -181,3 +206,6 @@ def check_content(path: str | Path) -> None:
             raise ArtifactError(f"{path}: its weights file {weights.name} is missing")
     elif engine == "torchscript" and not zipfile.is_zipfile(path):
         raise ArtifactError(f"{path}: not a TorchScript archive")
+    problem = get(engine).check_file(path)  # the engine's own look at its format
+    if problem:
+        raise ArtifactError(f"{path}: {problem}")

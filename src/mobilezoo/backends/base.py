@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Backend", "Session", "Unsupported", "example_input", "numpy_input", "quiet", "to_torch"]
+__all__ = ["Backend", "Session", "Unsupported", "example_input", "numpy_input", "quiet", "to_torch", "verbose"]
 
 
-class Unsupported(Exception):
-    """This engine cannot run this configuration here (reported as ``skipped`` with the reason)."""
+class Unsupported(RuntimeError):
+    """This engine cannot run this configuration here (reported as ``skipped`` with the reason; the CLI prints it as
+    its one-line error)."""
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Backend:
     install_hint: str = "pip install 'mobilezoo[deploy]'"
     auto_rank: int | None = None
     """Tie-break order among ``backend="auto"`` candidates (lower first); ``None``: not a candidate."""
+    quantizer: str | None = None
+    """Its own int8 post-training quantizer, in words (``None``: it has none); engines that have one are
+    ``mobilezoo quantize --toolchain`` choices (:meth:`quantize`)."""
+    folder: bool = False
+    """Its artifact is a folder (Core ML's ``.mlpackage``), not a file."""
 
     def available(self) -> str | None:
         """``None`` when the engine can be used here, else why not (one line)."""
@@ -138,10 +144,51 @@ class Backend:
     ) -> Session:
         raise NotImplementedError
 
+    def quantize(
+        self,
+        model: nn.Module,
+        calib: torch.Tensor,
+        out_dir: str | Path,
+        *,
+        target: str = "portable",
+        class_names: list[str] | None = None,
+    ) -> Path:
+        """Int8 with the engine's own quantizer (:attr:`quantizer`), calibrated on ``calib`` (real images, N x C x H
+        x W, preprocessed); returns the int8 artifact, ``precision: int8`` and how it was made in its metadata."""
+        raise Unsupported(f"{self.name} has no int8 quantizer of its own")
+
+    def embedded_metadata(self, path: Path) -> dict | None:
+        """The metadata stored inside an artifact file of this format (``None``: it is in the sidecar)."""
+        return None
+
+    def check_file(self, path: Path) -> str | None:
+        """Why ``path`` is not an artifact of this format (one line), or ``None`` if it looks like one: what
+        :func:`mobilezoo.backends.artifact.check_content` asks before the engine's parser sees the file."""
+        return None
+
+    def validate(self, path: str | Path, model: nn.Module | None = None) -> str:
+        """For an engine that is installed but cannot run here (Core ML off Apple's OSes): the structural checks its
+        artifact gets instead of a run (one line saying what was checked; an ``ArtifactError`` naming the first
+        problem). :func:`mobilezoo.export.check_export` calls it."""
+        raise Unsupported(f"{self.name} artifacts are checked by running them; {self.name} has no structural check")
+
+
+def verbose() -> bool:
+    """``MOBILEZOO_VERBOSE=1`` (``--verbose``): show the converters' own output and the deprecation notices."""
+    return bool(os.environ.get("MOBILEZOO_VERBOSE"))
+
+
+if not verbose():  # TorchScript and ncnn (via pnnx) use torch.jit on purpose: its deprecation notice is chatter
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence exporters that print from C++ (pnnx) or warn from Python (torch.onnx), at the file-descriptor level."""
+    """Silence exporters that print from C++ (pnnx) or warn from Python (torch.onnx), at the file-descriptor level
+    (not with ``MOBILEZOO_VERBOSE=1``)."""
+    if verbose():
+        yield
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]

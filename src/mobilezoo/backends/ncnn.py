@@ -3,7 +3,6 @@ PyTorch model, metadata in the sidecar. ncnn runs one image at a time (CHW): a b
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from .artifact import artifact_metadata, write_sidecar
-from .base import Backend, Session, example_input, quiet
+from .base import Backend, Session, example_input, quiet, verbose
 
 __all__ = ["BACKEND", "NcnnBackend"]
 
@@ -60,7 +59,7 @@ class NcnnBackend(Backend):
             cmd = [pnnx.EXEC_PATH, str(pt), f"inputshape={shape}", "device=cpu", "optlevel=2"]
             cmd += [] if precision == "fp16" else ["fp16=0"]
             res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, start_new_session=True)
-            if os.environ.get("MOBILEZOO_VERBOSE"):
+            if verbose():
                 print(res.stdout + res.stderr, file=sys.stderr)
             made = [Path(tmp) / f"{name}{suffix}" for suffix in (".ncnn.param", ".ncnn.bin")]
             if res.returncode != 0 or not all(p.is_file() for p in made):

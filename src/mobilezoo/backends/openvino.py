@@ -2,11 +2,25 @@
 ONNX file (fp32, or int8 QDQ, which OpenVINO runs on its int8 kernels). Compiled for a static input shape when a
 batch size is given (one reusable infer request, input shared, not copied); other shapes use a dynamic-shape
 compilation made on first use. Inference precision is what is asked (f32 for fp32 and int8 graphs: on AMX/AVX512-BF16
-CPUs OpenVINO would otherwise silently compute in bf16)."""
+CPUs OpenVINO would otherwise silently compute in bf16).
+
+One process-wide :func:`core`: OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack of its
+own (``SigAltStackSetup``, mmap'ed) and, when the plugin is released, restores the previous one only if its own is
+still current, unmapping its own either way. Two ``ov.Core`` objects released out of order therefore leave the thread's
+alternate stack pointing at unmapped memory, and the next signal with a Python handler (SIGINT, or the SIGCHLD handler
+PyTorch's multi-worker DataLoader installs) kills the process with SIGSEGV (si_code SI_KERNEL) as soon as a child
+exits. mobilezoo keeps one Core for the life of the process and checks the stack after code that makes Cores of its
+own (NNCF): :func:`signal_stack_guard`."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import mmap
+import sys
 import tempfile
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +30,7 @@ from torch import nn
 from .artifact import artifact_metadata, write_sidecar
 from .base import Backend, Session, example_input, to_torch
 
-__all__ = ["BACKEND", "OpenVinoBackend"]
+__all__ = ["BACKEND", "OpenVinoBackend", "core", "repair_signal_stack", "signal_stack_guard"]
 
 _HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 
@@ -65,20 +79,20 @@ class OpenVinoBackend(Backend):
 
         if device != "cpu":
             raise ValueError("the openvino backend runs on the CPU here")
-        core = ov.Core()
+        ovc = core()
         if isinstance(source, nn.Module):  # from the ONNX graph (the fp32 graph; fp16/bf16 are inference precisions)
             with tempfile.TemporaryDirectory(prefix="mobilezoo-ov-") as tmp:
-                graph = core.read_model(str(export_onnx(source, Path(tmp) / "model.onnx")))
+                graph = ovc.read_model(str(export_onnx(source, Path(tmp) / "model.onnx")))
             artifact = ""
         else:
-            graph, artifact = core.read_model(str(source)), Path(source).name
+            graph, artifact = ovc.read_model(str(source)), Path(source).name
         static = None
         if batch_size:
             m = graph.clone()
             rest = list(m.input(0).get_partial_shape())[1:]
             dims = [batch_size, *(int(str(d)) if str(d).isdigit() else 224 for d in rest)]
             m.reshape({m.input(0): ov.PartialShape(dims)})
-            static = core.compile_model(m, "CPU", self._config(precision, threads, True))
+            static = ovc.compile_model(m, "CPU", self._config(precision, threads, True))
         request = static.create_infer_request() if static is not None else None
         shape = tuple(int(d) for d in static.input(0).get_shape()) if static is not None else None
         dynamic: list = []
@@ -87,14 +101,70 @@ class OpenVinoBackend(Backend):
             if arr.shape == shape:
                 return request.infer({0: arr}, share_inputs=True, share_outputs=True)[0]
             if not dynamic:
-                dynamic.append(core.compile_model(graph, "CPU", self._config(precision, threads, False)))
+                dynamic.append(ovc.compile_model(graph, "CPU", self._config(precision, threads, False)))
             return dynamic[0](arr)[0]
 
         def prepare(x) -> np.ndarray:
             return np.ascontiguousarray(x.detach().cpu().float().numpy())
 
-        keep = [core, graph, static, request, dynamic]
+        keep = [ovc, graph, static, request, dynamic]
         return Session(self.name, precision, "cpu", run, prepare, to_torch, artifact=artifact, keep=keep)
 
 
 BACKEND = OpenVinoBackend()
+
+
+@cache
+def core() -> Any:
+    """The process's one ``ov.Core``, its CPU plugin loaded now and never released (see the module's note)."""
+    import openvino as ov
+
+    c = ov.Core()
+    c.get_property("CPU", "FULL_DEVICE_NAME")  # loads the CPU plugin: its signal stack is the bottom one
+    return c
+
+
+class _Stack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_DISABLE = 2
+_OWN_STACKS: list = []  # signal stacks this module installed: alive for the life of the process
+
+
+def _mapped(addr: int, size: int, libc: Any) -> bool:
+    page = mmap.PAGESIZE
+    start = addr - addr % page
+    length = (addr + size - start + page - 1) // page * page
+    vec = (ctypes.c_ubyte * (length // page))()
+    return libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) == 0  # ENOMEM: not mapped
+
+
+def repair_signal_stack() -> bool:
+    """If this thread's alternate signal stack points at unmapped memory (left by OpenVINO's CPU plugin), give it a
+    valid one; True when it did. Linux only (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    cur = _Stack()
+    if libc.sigaltstack(None, ctypes.byref(cur)) != 0 or cur.ss_flags & _SS_DISABLE or not cur.ss_sp:
+        return False
+    if _mapped(cur.ss_sp, cur.ss_size, libc):
+        return False
+    buf = mmap.mmap(-1, 64 * 1024)
+    _OWN_STACKS.append(buf)
+    new = _Stack(ctypes.addressof(ctypes.c_char.from_buffer(buf)), 0, len(buf))
+    return libc.sigaltstack(ctypes.byref(new), None) == 0
+
+
+@contextlib.contextmanager
+def signal_stack_guard() -> Iterator[None]:
+    """Run code that creates and drops OpenVINO Cores of its own (NNCF does); afterwards the signal stack is valid."""
+    import gc
+
+    core()  # the bottom plugin first, so the others stack above a stack that stays mapped
+    try:
+        yield
+    finally:
+        gc.collect()  # release the Cores the code dropped now, not at some later signal
+        repair_signal_stack()

@@ -73,10 +73,14 @@ class Artifacts:
         return self._paths[key]
 
     def file(self, engine: str, precision: str = "fp32") -> Path:
-        """The model in ``engine``'s format at ``precision`` (int8: mobilezoo's PTQ, ONNX QDQ)."""
+        """The model in ``engine``'s format at ``precision`` (int8: the engine's own quantizer where it has one,
+        else mobilezoo's PTQ, ONNX QDQ)."""
+        eng = backends.get(engine)
+        if precision == "int8" and eng.quantizer:
+            out = self.workdir / f"{eng.format}-int8"
+            return self._timed(f"{eng.format}-int8", lambda: eng.quantize(self.model, self._calib(), out))
         if precision == "int8":
             return self._timed("onnx-int8", self._quantize)
-        eng = backends.get(engine)
         key = f"{eng.format}-{precision}"  # onnx-fp32, ncnn-fp16, ...
         out = self.workdir / key
         return self._timed(key, lambda: eng.export(self.model, out, precision=precision, input_size=self.input_size))
@@ -89,8 +93,10 @@ class Artifacts:
         channel, uint8 activations) calibrated on ``calib``."""
         from ..quant import quantize_ptq
 
-        calib = self.calib if self.calib is not None else torch.randn(8, 3, self.input_size, self.input_size)
-        return quantize_ptq(self.model, calib, self.workdir / "int8").int8
+        return quantize_ptq(self.model, self._calib(), self.workdir / "int8").int8
+
+    def _calib(self) -> torch.Tensor:
+        return self.calib if self.calib is not None else torch.randn(8, 3, self.input_size, self.input_size)
 
     def size_bytes(self, key: str) -> int | None:
         from ..backends.artifact import artifact_bytes

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .._weights_options import add_weights_options, chosen_weights
+
 HEADLINE = [
     "MobileNetV1_x1_0",
     "MobileNetV2_x1_0",
@@ -97,7 +99,8 @@ def _spec(
         channels_last=_channels_last(args.channels_last),
         input_size=args.input_size,
         policy=_policy(policy),
-        weights=args.weights,
+        # bench: the weights flags (default published); report: random, for speed over every architecture offline
+        weights=chosen_weights(args) if hasattr(args, "random_weights") else "random",
         gate=not args.no_gate,
         compile_mode=getattr(args, "compile_mode", None),
         pin=not args.no_pin,
@@ -134,6 +137,10 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
 
     name = get_entry(args.per_layer).name
     threads = _ints(args.threads)[0] if args.threads else 1
+    if not args.device.startswith("cuda"):
+        from ..measure.machine import check_threads
+
+        check_threads(threads)
     batch = _ints(args.batch_sizes)[0] if args.batch_sizes else 1
     precision = _csv(args.precision)[0] if args.precision else "fp32"
     res = per_layer(
@@ -145,6 +152,7 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         iters=args.iters,
         fuse=args.fuse,
+        weights=chosen_weights(args),
     )
     p = res.peaks
     title = (
@@ -252,7 +260,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         th = min((int(r["threads"]) for r in run.results), default=1)
         size = int(run.spec.get("input_size") or args.input_size)
-        pl = per_layer(get_entry(args.per_layer).name, threads=th, device=args.device, iters=10, input_size=size)
+        pl = per_layer(get_entry(args.per_layer).name, threads=th, device=args.device, iters=10, input_size=size,
+                       weights="random")  # fmt: skip
     paths = build_report(run, args.output, training_csv=training, per_layer=pl)
     took = time.perf_counter() - t0
     wrong = sum(r["status"] == "wrong" for r in run.results)
@@ -264,12 +273,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .. import _table
+    from .. import _table, backends
 
     p.add_argument("--models", help="comma list of zoo names, globs ('ShuffleNetV1_*'), or 'all'")
-    p.add_argument(
-        "--backends", help="comma list: torch, torch-jit, torch-compile, torch-cudagraph, onnxruntime, openvino, ncnn"
-    )
+    p.add_argument("--backends", help=f"comma list: {', '.join(backends.bench_names())}")
     p.add_argument("--modes", help="torch modes (replace torch backends): eager, jit, compile, cudagraph")
     p.add_argument("--threads", help="comma list of thread counts, e.g. 1,2 (threads are pinned to cores)")
     p.add_argument("--batch-sizes", help="comma list, e.g. 1,8,256")
@@ -277,12 +284,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--channels-last", choices=("off", "on", "both"), default="off", help="torch memory format")
     p.add_argument("--input-size", type=int, default=224)
-    p.add_argument(
-        "--weights",
-        choices=("random", "pretrained"),
-        default="random",
-        help="random (default: no network; speed does not depend on values) or the published checkpoints",
-    )
     p.add_argument("--no-gate", action="store_true", help="skip the numerical check against fp32 eager (not advised)")
     p.add_argument("--no-pin", action="store_true", help="do not pin the process to `threads` cores")
     p.add_argument("--no-progress", action="store_true")
@@ -295,11 +296,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bench",
-        help="time models x backends x threads x batch sizes x precisions (numerically gated), or one model per layer",
-    )
+    p = subparsers.add_parser("bench")  # one-line helps: mobilezoo.cli.COMMANDS
     _common(p)
+    add_weights_options(p)  # default: the published weights; --random-weights needs no network (speed is the same)
     p.add_argument("--policy", choices=("quick", "standard", "full"), default="standard", help="timing effort")
     p.add_argument("-o", "--output", default="mobilezoo-bench", help="folder for results.csv / results.json")
     p.add_argument("--per-layer", metavar="MODEL", help="where the time goes in MODEL, layer by layer")
@@ -307,7 +306,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action="store_true", help="--per-layer: fold BatchNorm first (as deployed)")
     p.set_defaults(func=cmd_bench)
 
-    p = subparsers.add_parser("report", help="the comparison report on this machine (Markdown + HTML + plots)")
+    p = subparsers.add_parser("report")
     _common(p)
     p.add_argument(
         "--full",

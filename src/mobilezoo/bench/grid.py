@@ -1,9 +1,10 @@
 """The grid runner: models x backends x threads x batch sizes x precisions (x channels_last), each configuration
 gated numerically against fp32 eager PyTorch, then timed with the harness; machine and settings recorded.
 
-Weights are random (no network needed; speed does not depend on their values) with BatchNorm statistics calibrated
-on a fixed noise batch, so logits depend on the input and the gate compares something meaningful; ``weights=
-"pretrained"`` uses the published checkpoints instead.
+Weights follow the one vocabulary (:mod:`mobilezoo.weights.choice`): the published checkpoints by default,
+``weights="random"`` (no network needed; speed does not depend on their values) with BatchNorm statistics
+calibrated on a fixed noise batch, so logits depend on the input and the gate compares something meaningful, or a
+checkpoint path (one model).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class BenchSpec:
     channels_last: list[bool] = field(default_factory=lambda: [False])
     input_size: int = 224
     policy: TimingPolicy = STANDARD
-    weights: str = "random"
+    weights: str | None = None
+    """None: the published weights; "random"; or a checkpoint path (one model)"""
     gate: bool = True
     profile: bool = True
     compile_mode: str | None = None
@@ -100,10 +102,22 @@ class BenchSpec:
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise ValueError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-        if self.weights not in ("random", "pretrained"):
-            raise ValueError("weights must be 'random' or 'pretrained'")
+        from ..models import UnknownModelError
+        from ..weights.choice import resolve_weights
+
+        for m in self.models:  # a name without published weights, a missing file: refused before anything runs
+            try:
+                self.weights = str(resolve_weights(m, self.weights))
+            except UnknownModelError:
+                continue  # a model outside the zoo (run_bench's model_factory builds it)
+        if self.weights not in (None, "random", "published", "pretrained") and len(self.models) > 1:
+            raise ValueError(f"a checkpoint ({self.weights}) is for one model, not {len(self.models)}")
         if any(t < 1 for t in self.threads) or any(b < 1 for b in self.batch_sizes):
             raise ValueError("threads and batch sizes must be >= 1")
+        if not self.device.startswith("cuda"):
+            from ..measure.machine import check_threads
+
+            check_threads(max(self.threads))  # a label must be what ran: no more threads than usable cores
 
     def configs(self) -> list[tuple[str, str, int, int, bool]]:
         """(backend, precision, threads, batch size, channels_last) in run order; CUDA runs ignore threads."""
@@ -137,15 +151,17 @@ class BenchRun:
         return [r for r in self.results if r["status"] == "ok"]
 
 
-def prepare_model(name: str, weights: str = "random", input_size: int = 224, seed: int = 0) -> nn.Module:
-    """A zoo model in eval mode: published weights, or random weights with BatchNorm statistics set from one
-    train-mode pass over a fixed noise batch (deterministic, no network)."""
+def prepare_model(name: str, weights: str | None = None, input_size: int = 224, seed: int = 0) -> nn.Module:
+    """A zoo model in eval mode with ``weights`` (:func:`mobilezoo.create_model`'s: published by default, or a
+    path); ``"random"``: random weights with BatchNorm statistics set from one train-mode pass over a fixed noise
+    batch (deterministic, no network)."""
     from ..factory import create_model
+    from ..weights.choice import RANDOM, resolve_weights
 
-    if weights == "pretrained":
-        return create_model(name, pretrained=True).eval()
+    if resolve_weights(name, weights).kind != RANDOM:
+        return create_model(name, weights=weights).eval()
     torch.manual_seed(seed)
-    m = create_model(name)
+    m = create_model(name, weights=RANDOM)
     bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
     for bn in bns:
         bn.momentum = None  # cumulative average: after one batch, running stats are that batch's

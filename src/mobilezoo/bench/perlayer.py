@@ -119,8 +119,10 @@ def per_layer(
     warmup: int = 3,
     fuse: bool = False,
     peaks: Peaks | None = None,
+    weights: str | None = None,
 ) -> PerLayerResult:
-    """Time every layer of ``model`` (a zoo name or module) in eager PyTorch and set it beside its costs."""
+    """Time every layer of ``model`` (a zoo name with ``weights``, :func:`mobilezoo.create_model`'s; or a module)
+    in eager PyTorch and set it beside its costs."""
     from ..models.fuse import fuse_bn
     from ..profile import profile_model
 
@@ -128,7 +130,7 @@ def per_layer(
         from .grid import prepare_model
 
         name = model
-        model = prepare_model(model, input_size=input_size)
+        model = prepare_model(model, weights, input_size=input_size)
     else:
         name = getattr(model, "model_name", type(model).__name__)
     net = fuse_bn(model) if fuse else model.eval()

@@ -6,8 +6,10 @@
   project's restricted unpickler (numpy arrays and plain containers only).
 
 Every dataset yields ``(uint8 CHW tensor, label)`` and keeps its class names. A file that cannot be decoded is
-reported once (which file, why) and replaced by the next readable sample, so a long run does not stop; a dataset with
-no readable file left fails with a clear error. :func:`open_split` finds a split of a dataset root in any layout.
+reported once (which file, why); for training it is replaced by the next readable sample, so a long run does not
+stop; for evaluation (``skip_unreadable``) it yields None and the loader leaves it out and counts it, so no image is
+counted twice. A dataset with no readable file left fails with a clear error. :func:`open_split` finds a split of a
+dataset root in any layout.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class ImageDataset(Dataset):
     max_pixels: int = DEFAULT_MAX_PIXELS
     source: str = ""
     seed_fn: Callable[[int], int] | None = None
+    skip_unreadable: bool = False
+    """evaluation: an unreadable sample is None (left out and counted by the loader), never another sample"""
     _bad: set[int] = field(default_factory=set, repr=False)
 
     def __len__(self) -> int:
@@ -83,7 +87,14 @@ class ImageDataset(Dataset):
         path, label = self.samples[index]
         return F.pil_to_tensor(load_image(path, max_pixels=self.max_pixels)), label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        if self.skip_unreadable:
+            try:
+                img, label = self.read(index)
+            except ImageError as e:
+                log.warning("skipping unreadable image: %s", e)
+                return None
+            return (self.transform(img) if self.transform is not None else img), label
         n = len(self)
         for attempt in range(n):
             i = (index + attempt) % n

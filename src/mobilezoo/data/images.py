@@ -40,10 +40,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, F ...
 
 
+def _raise_pil_limit(max_pixels: int) -> None:
+    """PIL refuses images over its own ``MAX_IMAGE_PIXELS`` (89 M) whatever ``max_pixels`` says: raise PIL's limit
+    to twice ours (never lower it: other threads may decode with their own limits), so that ours decides, with its
+    own message, for anything up to twice the limit (beyond, PIL's bomb check still refuses it)."""
+    if Image.MAX_IMAGE_PIXELS is not None and 2 * max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = 2 * max_pixels
+
+
 def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode encoded image bytes to an upright RGB ``PIL.Image`` or raise :class:`ImageError`."""
+    """Decode encoded image bytes to an upright RGB ``PIL.Image`` or raise :class:`ImageError`; an image over
+    ``max_pixels`` (width x height) is refused before it is decoded."""
     if not data:
         raise ImageError(f"{source}: empty file")
+    _raise_pil_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

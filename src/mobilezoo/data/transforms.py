@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .spec import EvalSpec
 
-__all__ = ["EvalPreprocess", "eval_preprocess"]
+__all__ = ["EvalPreprocess", "TrainAugment", "create_transform", "eval_preprocess"]
 
 _INTERP = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -89,9 +89,11 @@ class TrainAugment:
     autoaugment: bool = False
     normalize: EvalPreprocess = EvalPreprocess()
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         from torchvision.transforms import v2
 
+        if isinstance(image, Image.Image):
+            image = F.pil_to_tensor(image)
         c = self.crop_size
         if self.policy == "cifar":
             img = F.pad(image, [4, 4, 4, 4])
@@ -105,6 +107,17 @@ class TrainAugment:
         if self.autoaugment:
             img = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)(img)
         return self.normalize.normalize(img)
+
+
+def create_transform(config: Mapping[str, Any], *, is_training: bool = False) -> EvalPreprocess | TrainAugment:
+    """The transform of a data config (:func:`mobilezoo.train.recipes.resolve_data_config`, timm's habit): the one
+    eval preprocessing, or with ``is_training`` the recipe's training augmentation (``train_crop``, ``augment``,
+    ``autoaugment``) followed by the same normalisation. Both take an RGB PIL image or a uint8 CHW tensor."""
+    pre = eval_preprocess(config)
+    if not is_training:
+        return pre
+    crop = int(config.get("train_crop", pre.crop_size))
+    return TrainAugment(crop, str(config.get("augment", "imagenet")), bool(config.get("autoaugment", False)), pre)
 
 
 def batch_pad_crop_flip(x: torch.Tensor, crop: int, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

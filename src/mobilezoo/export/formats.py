@@ -1,5 +1,6 @@
 """Export to each engine's own format (the engines of :mod:`mobilezoo.backends` that have one), and the check every
-export gets: the artifact opened on its engine and compared with the PyTorch model on the same images.
+export gets: the artifact opened on its engine and compared with the PyTorch model on the same images (an engine
+that cannot run on this OS, Core ML off Apple's: its structural validation instead).
 
 Every artifact carries the same metadata (model name, class names, preprocessing, precision; inside an ONNX file, in
 a ``<artifact>.json`` sidecar otherwise: :mod:`mobilezoo.backends.artifact`), so ``mobilezoo.runtime.load(path)``
@@ -53,8 +54,13 @@ class ExportCheck:
     max_abs_diff: float
     max_abs_logit: float
     top5_agreement: float
+    validated: str = ""
+    """For an engine that cannot run here (Core ML off Apple's OSes): what its structural check verified instead
+    (the numbers are then NaN: nothing was run)."""
 
     def line(self) -> str:
+        if self.validated:
+            return f"{self.path.name}: {self.validated}"
         return (
             f"{self.path.name}: max |diff| {self.max_abs_diff:.3g} (logits up to {self.max_abs_logit:.3g}), "
             f"top-5 agreement {self.top5_agreement:.0%}"
@@ -70,7 +76,11 @@ def check_export(model: nn.Module, path: str | Path, images: list | torch.Tensor
 
     path = Path(path)
     engine = backends.get(artifact.engine_for(path))
-    session = engine.open(path, precision=artifact.read_metadata(path).get("precision", "fp32"))
+    precision = artifact.read_metadata(path).get("precision", "fp32")
+    if engine.available() is None and engine.unsupported("fp32", "cpu"):  # installed, yet runs nothing on this OS
+        nan = float("nan")
+        return ExportCheck(path, engine.name, nan, nan, nan, validated=engine.validate(path, model))
+    session = engine.open(path, precision=precision)
     if isinstance(images, torch.Tensor):
         x = images
     else:
@@ -82,6 +92,6 @@ def check_export(model: nn.Module, path: str | Path, images: list | torch.Tensor
         ref = model(x).float()
     model.train(was_training)
     got = session(x).float()
-    n = x.shape[0]
-    agree = sum(set(a.tolist()) == set(b.tolist()) for a, b in zip(ref.topk(5, 1).indices, got.topk(5, 1).indices)) / n
+    n, k = x.shape[0], min(5, ref.shape[1])  # a model with fewer than 5 classes: its top-k
+    agree = sum(set(a.tolist()) == set(b.tolist()) for a, b in zip(ref.topk(k, 1).indices, got.topk(k, 1).indices)) / n
     return ExportCheck(path, engine.name, float((ref - got).abs().max()), float(ref.abs().max()), agree)

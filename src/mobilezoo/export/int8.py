@@ -64,9 +64,9 @@ def int8_weight_max(artifact: Any) -> int | None:
 
             return _onnx_int8_max(onnx.load(str(path)))
         if path.suffix == ".xml":
-            import openvino as ov
+            from ..backends.openvino import core
 
-            return _openvino_int8_max(ov.Core().read_model(str(path)))
+            return _openvino_int8_max(core().read_model(str(path)))
         return None
     if hasattr(artifact, "graph") and hasattr(artifact.graph, "initializer"):
         return _onnx_int8_max(artifact)

@@ -13,16 +13,34 @@ from typing import Any
 
 __all__ = [
     "Peaks",
+    "check_threads",
     "cpu_model",
     "int8_dot_saturates",
     "machine_info",
     "machine_key",
     "measure_peaks",
     "microarchitecture",
+    "usable_cores",
     "versions",
 ]
 
-_PACKAGES = ("mobilezoo", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "openvino", "ncnn", "pnnx", "timm")
+_PACKAGES = (
+    "mobilezoo",
+    "torch",
+    "torchvision",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "ncnn",
+    "pnnx",
+    "executorch",
+    "ai_edge_litert",
+    "litert_torch",
+    "MNN",
+    "coremltools",
+    "timm",
+)
 _FEATURES = (
     "avx2",
     "avx512f",
@@ -36,6 +54,25 @@ _FEATURES = (
     "asimd",
     "sve",
 )
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, cgroups' cpusets), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a thread count below 1 or above :func:`usable_cores` (more threads than cores only queue up, and a
+    result labelled with them would be mislabelled)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    n = usable_cores()
+    if threads > n:
+        raise ValueError(f"{threads} threads: this process may use only {n} CPU cores; use at most {n}")
 
 
 def versions() -> dict[str, str | None]:

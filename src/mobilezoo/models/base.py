@@ -1,11 +1,16 @@
-"""The model contract every zoo network follows (timm's): features, head, classifier reset, default config."""
+"""The model contract every zoo network follows (timm's): features, head, classifier reset, default config, the
+feature pyramid (``feature_info``, ``forward_intermediates``) and the training hooks (``set_grad_checkpointing``,
+``group_matcher``, ``no_weight_decay``)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..data.spec import IMAGENET_MEAN, IMAGENET_STD
 from .layers import classifier_dropout
@@ -27,6 +32,50 @@ def default_cfg(num_classes: int = 1000, **overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def min_input_size(model: nn.Module) -> int:
+    """The smallest input side the network is built for: its total stride (the last ``feature_info`` reduction; 32
+    for the ImageNet layouts, less with ``small_input``). A smaller input still gives logits, computed from a final
+    feature map that is mostly padding."""
+    info = getattr(model, "feature_info", None)
+    return int(info[-1]["reduction"]) if info else 1
+
+
+def check_input_size(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse an input below :func:`min_input_size` with a one-line error naming the minimum (eager calls only: a
+    trace or an export sees the example input)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or x.dim() != 4:
+        return
+    h, w = x.shape[-2], x.shape[-1]
+    if not (isinstance(h, int) and isinstance(w, int)):  # symbolic shapes (FX, export)
+        return
+    m = min_input_size(model)
+    if h < m or w < m:
+        name = getattr(model, "model_name", "") or type(model).__name__
+        raise ValueError(f"input {h}x{w} is below {name}'s minimum of {m}x{m} pixels (its total stride)")
+
+
+@contextlib.contextmanager
+def _running_stats_kept(block: nn.Module) -> Iterator[None]:
+    """Undo what a recomputed forward does to BatchNorm's running statistics (it would count the batch twice)."""
+    bns = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, n) in zip(bns, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
+
+def checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` keeping only its input for backward, where it is run again (BatchNorm statistics counted once)."""
+    return checkpoint(
+        block, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(block))
+    )
 
 
 class ClassifierHead(nn.Module):
@@ -68,11 +117,13 @@ class ClassifierHead(nn.Module):
 class ZooModel(nn.Module):
     """Base class: ``stem`` -> ``blocks`` -> ``final_conv`` (``nn.Identity`` if none) -> ``head`` (ClassifierHead).
 
-    Subclasses only build those four attributes; the contract lives here. (No class-level annotations: they would
-    stop ``torch.jit.script``.)
+    Subclasses build those four attributes and declare the feature levels (:meth:`_init_feature_info`); the contract
+    lives here. (No class-level annotations: they would stop ``torch.jit.script``.)
     """
 
     __jit_unused_properties__ = ["pretrained_cfg", "head_hidden_size"]  # noqa: RUF012 (TorchScript reads this)
+    bn_weight_decay = True
+    """False where PaddleClas's network gives BatchNorm's gamma/beta ``L2Decay(0.0)`` (see :meth:`no_weight_decay`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +131,26 @@ class ZooModel(nn.Module):
         self.num_features = 0
         self.default_cfg: dict[str, Any] = default_cfg()
         self.model_name = ""
+        self.feature_info: list[dict[str, Any]] = []
+        self.grad_checkpointing = False
+
+    def _init_feature_info(self, steps: list[tuple[str, int, int]]) -> None:
+        """Declare the feature levels from the family table: ``steps`` is ``(module path, output channels, stride)``
+        for the stem (``stem``, or ``stem.conv`` then ``stem`` for a conv + pool stem) and each entry of ``blocks``,
+        in forward order. Each level is the last step at one reduction (timm's ``feature_info``: ``num_chs``,
+        ``reduction``, ``module``); ``final_conv`` belongs to the head side and is no level."""
+        info: list[dict[str, Any]] = []
+        reduction = 1
+        for module, chs, stride in steps:
+            reduction *= stride
+            level = {"num_chs": chs, "reduction": reduction, "module": module}
+            if info and info[-1]["reduction"] == reduction:
+                info[-1] = level
+            else:
+                info.append(level)
+        for i, level in enumerate(info):
+            level["index"] = i
+        self.feature_info = info
 
     def _init_head(
         self,
@@ -111,7 +182,58 @@ class ZooModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Un-pooled feature map of the last stage (``num_features`` channels)."""
-        return self.final_conv(self.blocks(self.stem(x)))
+        if not torch.jit.is_scripting():
+            check_input_size(self, x)
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = checkpointed(block, x)
+        else:
+            x = self.blocks(x)
+        return self.final_conv(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        *,
+        stop_early: bool = False,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the feature maps at ``feature_info`` levels ``indices`` (an int n: the
+        last n; None: all), with ``forward_features``' output unless ``intermediates_only``. ``stop_early`` (only with
+        ``intermediates_only``) skips the blocks after the last level asked for."""
+        from .features import FeatureNet, take_indices
+
+        take = take_indices(self, indices)
+        if stop_early and not intermediates_only:
+            raise ValueError("stop_early needs intermediates_only=True (the final features need every block)")
+        net = FeatureNet(self, take, prune=stop_early)
+        last, feats = net.levels(x)
+        if intermediates_only:
+            return feats
+        return self.final_conv(last), feats
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them (timm's switch): less
+        memory in training; the same gradients and BatchNorm statistics. Off under TorchScript."""
+        self.grad_checkpointing = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning-rate decay (timm's ``group_matcher``): the stem, then each block
+        (``coarse``: each entry of ``blocks``, a whole stage where blocks are staged), then ``final_conv``; the head
+        is the last group."""
+        staged = any(isinstance(b, nn.Sequential) for b in self.blocks)
+        fine = r"^blocks\.(\d+)\.(\d+)" if staged else r"^blocks\.(\d+)"
+        return {"stem": r"^stem", "blocks": [(r"^blocks\.(\d+)" if coarse else fine, None), (r"^final_conv", (99999,))]}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to train without weight decay (timm's hook): BatchNorm's gamma/beta where PaddleClas's
+        network declares ``L2Decay(0.0)`` for them (MobileNetV3, GhostNet), else none."""
+        if self.bn_weight_decay:
+            return set()
+        bns = [n for n, m in self.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return {f"{n}.{p}" for n in bns for p in ("weight", "bias")}
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

@@ -93,6 +93,8 @@ class GhostBottleneck(nn.Module):
 
 
 class GhostNet(ZooModel):
+    bn_weight_decay = False  # PaddleClas: ParamAttr(regularizer=L2Decay(0.0)) on every BatchNorm's gamma/beta
+
     def __init__(
         self,
         cfg: GhostNetConfig,
@@ -104,15 +106,18 @@ class GhostNet(ZooModel):
         super().__init__()
         s = cfg.scale
         chs = make_divisible(STEM * s, 4)
-        self.stem = ConvBNAct(in_chans, chs, 3, 1 if small_input else 2, act="relu")
-        blocks = []
-        for r in BLOCKS:
+        stem_stride = 1 if small_input else 2
+        self.stem = ConvBNAct(in_chans, chs, 3, stem_stride, act="relu")
+        blocks, steps = [], [("stem", chs, stem_stride)]
+        for i, r in enumerate(BLOCKS):
             out = make_divisible(r.c * s, 4)
             blocks.append(GhostBottleneck(chs, make_divisible(r.exp * s, 4), out, r.k, r.s, r.se))
+            steps.append((f"blocks.{i}", out, r.s))
             chs = out
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(LAST * s, 4)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu")
+        self._init_feature_info(steps)
         hidden = ConvBNAct(last, HEAD, 1, act="relu")
         self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate)
 
@@ -145,7 +150,6 @@ for _suffix, _scale in VARIANTS.items():
             "GhostNet",
             GhostNet,
             GhostNetConfig(_scale),
-            aliases=(f"ghostnet_{round(_scale * 100):03d}",),
             paddle_arch=_name,
             paddle_keymap=paddle_keymap,
         )

@@ -64,14 +64,17 @@ class MobileNetV1(ZooModel):
         super().__init__()
         s = cfg.scale
         chs = int(STEM * s)
-        self.stem = ConvBNAct(in_chans, chs, 3, 1 if small_input else 2, act="relu")
-        blocks = []
-        for row in BLOCKS:
+        stem_stride = 1 if small_input else 2
+        self.stem = ConvBNAct(in_chans, chs, 3, stem_stride, act="relu")
+        blocks, steps = [], [("stem", chs, stem_stride)]
+        for i, row in enumerate(BLOCKS):
             out = int(row.out * s)
             blocks.append(DepthwiseSeparable(chs, out, row.stride))
+            steps.append((f"blocks.{i}", out, row.stride))
             chs = out
         self.blocks = nn.Sequential(*blocks)
         self.final_conv = nn.Identity()
+        self._init_feature_info(steps)
         self._init_head(chs, num_classes, drop_rate=drop_rate)
 
 
@@ -88,8 +91,7 @@ VARIANTS = {"x0_25": 0.25, "x0_5": 0.5, "x0_75": 0.75, "x1_0": 1.0}
 for _suffix, _scale in VARIANTS.items():
     _name = f"MobileNetV1_{_suffix}"
     _pd = "MobileNetV1" if _suffix == "x1_0" else _name
-    _timm = f"mobilenetv1_{round(_scale * 100):03d}"
-    _aliases = (_timm, "MobileNetV1") if _suffix == "x1_0" else (_timm,)
+    _aliases = ("MobileNetV1",) if _suffix == "x1_0" else ()
     _cfg = MobileNetV1Config(_scale)
     _entry = register(
         ModelEntry(

@@ -71,9 +71,10 @@ class MobileNetV2(ZooModel):
         super().__init__()
         s = cfg.scale
         chs = int(STEM * s)
-        self.stem = ConvBNAct(in_chans, chs, 3, 1 if small_input else 2, act="relu6")
-        stages = []
-        for row in STAGES:
+        stem_stride = 1 if small_input else 2
+        self.stem = ConvBNAct(in_chans, chs, 3, stem_stride, act="relu6")
+        stages, steps = [], [("stem", chs, stem_stride)]
+        for i, row in enumerate(STAGES):
             out = int(row.c * s)
             blocks = []
             for j in range(row.n):
@@ -81,9 +82,11 @@ class MobileNetV2(ZooModel):
                 blocks.append(InvertedResidual(chs, out, row.s if j == 0 else 1, row.t, residual=j > 0))
                 chs = out
             stages.append(nn.Sequential(*blocks))
+            steps.append((f"blocks.{i}", out, row.s))
         self.blocks = nn.Sequential(*stages)
         last = LAST if s <= 1.0 else int(LAST * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu6")
+        self._init_feature_info(steps)
         self._init_head(last, num_classes, drop_rate=drop_rate)
 
 
@@ -99,7 +102,7 @@ def paddle_keymap(model: MobileNetV2) -> dict[str, str]:
     return m
 
 
-# suffix -> (scale, PaddleClas constructor or None, timm alias)
+# suffix -> (scale, PaddleClas constructor or None)
 VARIANTS = {
     "x0_25": (0.25, "MobileNetV2_x0_25"),
     "x0_35": (0.35, None),  # from the comparison study; not in PaddleClas
@@ -113,7 +116,7 @@ VARIANTS = {
 
 for _suffix, (_scale, _pd) in VARIANTS.items():
     _name = f"MobileNetV2_{_suffix}"
-    _aliases = (f"mobilenetv2_{round(_scale * 100):03d}",) + (("MobileNetV2",) if _suffix == "x1_0" else ())
+    _aliases = ("MobileNetV2",) if _suffix == "x1_0" else ()
     _entry = register(
         ModelEntry(
             _name,

@@ -86,6 +86,8 @@ class InvertedResidualSE(nn.Module):
 
 
 class MobileNetV3(ZooModel):
+    bn_weight_decay = False  # PaddleClas: ParamAttr(regularizer=L2Decay(0.0)) on every BatchNorm's gamma/beta
+
     def __init__(
         self,
         cfg: MobileNetV3Config,
@@ -99,15 +101,18 @@ class MobileNetV3(ZooModel):
         rows, last_second = TABLES[cfg.mode]
         s = cfg.scale
         chs = make_divisible(STEM * s)
-        self.stem = ConvBNAct(in_chans, chs, 3, 1 if small_input else 2, act="hardswish")
-        blocks = []
-        for r in rows:
+        stem_stride = 1 if small_input else 2
+        self.stem = ConvBNAct(in_chans, chs, 3, stem_stride, act="hardswish")
+        blocks, steps = [], [("stem", chs, stem_stride)]
+        for i, r in enumerate(rows):
             out = make_divisible(r.c * s)
             blocks.append(InvertedResidualSE(chs, make_divisible(r.exp * s), out, r.k, r.s, r.se, r.act))
+            steps.append((f"blocks.{i}", out, r.s))
             chs = out
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(last_second * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="hardswish")
+        self._init_feature_info(steps)
         hidden = nn.Sequential(nn.Conv2d(last, HEAD, 1, bias=False), nn.Hardswish())
         self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate, drop_mode=drop_mode)
 
@@ -136,7 +141,6 @@ for _mode in ("large", "small"):
                 "MobileNetV3",
                 MobileNetV3,
                 MobileNetV3Config(_mode, _scale),
-                aliases=(f"mobilenetv3_{_mode}_{round(_scale * 100):03d}",),
                 paddle_arch=_name,
                 paddle_keymap=paddle_keymap,
             )

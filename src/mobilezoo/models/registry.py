@@ -7,32 +7,28 @@ Family files register their variants here by name (``register``). Each published
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from ..metadata import UnknownModelError, unknown_model_message
+from ..metadata import norm as _norm
+from ..peers import DifferentNetworkError, foreign_name
+
 __all__ = [
     "ModelEntry",
     "UnknownModelError",
     "build_model",
     "get_entry",
+    "is_model",
     "list_families",
     "list_models",
     "register",
     "register_weights_variant",
 ]
-
-
-class UnknownModelError(KeyError):
-    """Raised for a name that is not in the registry; the message names the closest valid names."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -69,10 +65,6 @@ _FAMILY_MODULES = (
 )
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def register(entry: ModelEntry) -> ModelEntry:
     if not entry.arch:
         object.__setattr__(entry, "arch", entry.name)
@@ -102,20 +94,40 @@ def _ensure_loaded() -> None:
         importlib.import_module(f"mobilezoo.models.{mod}")
 
 
-def get_entry(name: str) -> ModelEntry:
-    """Resolve a canonical name, a PaddleClas name, a lower-case or timm/torchvision-style alias."""
+def _resolve(name: str) -> ModelEntry | None:
     _ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
     canon = _LOOKUP.get(_norm(name))
-    if canon is not None:
+    if canon is not None and name.lower() in {n.lower() for n in (canon, *_REGISTRY[canon].aliases)}:
         return _REGISTRY[canon]
+    same = foreign_name(name, _REGISTRY, zoo_spelling=canon is not None)
+    if same is not None:
+        return _REGISTRY[same]
+    return _REGISTRY[canon] if canon is not None else None
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Resolve a canonical name, a PaddleClas name or an alias, in any case and punctuation.
+
+    torchvision / timm model names follow :func:`mobilezoo.peers.foreign_name`: they resolve only where that
+    library's network is the same one (torchvision's ``shufflenet_v2_x0_5 ... x2_0``); any other of theirs for a zoo
+    family (``mobilenet_v2``, ``mobilenet_v3_small``, ``mobilenetv3_large_100``) raises
+    :class:`~mobilezoo.peers.DifferentNetworkError` saying how the networks differ.
+    """
+    entry = _resolve(name)
+    if entry is not None:
+        return entry
     candidates = list(_REGISTRY) + [a for e in _REGISTRY.values() for a in e.aliases]
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.4)
-    if not close:
-        close = difflib.get_close_matches(name.lower(), [c.lower() for c in candidates], n=5, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise UnknownModelError(f"unknown model {name!r}.{hint} See `mobilezoo list` for all {len(_REGISTRY)} names.")
+    raise UnknownModelError(unknown_model_message(name, candidates, len(_REGISTRY)))
+
+
+def is_model(name: str) -> bool:
+    """Whether :func:`get_entry` (so ``create_model``) accepts ``name`` (timm's ``is_model``)."""
+    try:
+        return _resolve(name) is not None
+    except DifferentNetworkError:
+        return False
 
 
 def list_models(pattern: str | None = None, *, family: str | None = None, archs_only: bool = False) -> list[str]:

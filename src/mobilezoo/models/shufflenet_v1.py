@@ -90,18 +90,21 @@ class ShuffleNetV1(ZooModel):
     ) -> None:
         super().__init__()
         stem, widths = cfg.widths()
+        stem_stride = 1 if small_input else 2
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBNAct(in_chans, stem, 3, 1 if small_input else 2, act="relu"))
+        self.stem.add_module("conv", ConvBNAct(in_chans, stem, 3, stem_stride, act="relu"))
         self.stem.add_module("pool", nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1))
         chs = stem
-        stages = []
+        stages, steps = [], [("stem.conv", chs, stem_stride), ("stem", chs, stem_stride)]
         for i, (out, n) in enumerate(zip(widths, REPEATS)):
             units = [ShuffleV1Unit(chs, out, cfg.groups, 2, first_group=i == 0)]
             units += [ShuffleV1Unit(out, out, cfg.groups, 1, first_group=False) for _ in range(n - 1)]
             stages.append(nn.Sequential(*units))
+            steps.append((f"blocks.{i}", out, 2))
             chs = out
         self.blocks = nn.Sequential(*stages)
         self.final_conv = nn.Identity()
+        self._init_feature_info(steps)
         self._init_head(chs, num_classes, drop_rate=drop_rate, first_conv="stem.conv.conv")
 
 

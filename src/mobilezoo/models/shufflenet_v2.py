@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..peers import same_network_names
 from .base import ZooModel
 from .layers import ConvBNAct, channel_shuffle
 from .registry import ModelEntry, register
@@ -92,14 +93,16 @@ class ShuffleNetV2(ZooModel):
         self.stem.add_module("conv", ConvBNAct(in_chans, w.stem, 3, stem_stride, act=cfg.act))
         self.stem.add_module("pool", nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1))
         chs = w.stem
-        stages = []
-        for out, n in zip(w.stages, REPEATS):
+        stages, steps = [], [("stem.conv", chs, stem_stride), ("stem", chs, stem_stride)]
+        for i, (out, n) in enumerate(zip(w.stages, REPEATS)):
             units = [ShuffleDownUnit(chs, out, cfg.act)]
             units += [ShuffleUnit(out, cfg.act) for _ in range(n - 1)]
             stages.append(nn.Sequential(*units))
+            steps.append((f"blocks.{i}", out, 2))
             chs = out
         self.blocks = nn.Sequential(*stages)
         self.final_conv = ConvBNAct(chs, w.last, 1, act=cfg.act)
+        self._init_feature_info(steps)
         self._init_head(w.last, num_classes, drop_rate=drop_rate, first_conv="stem.conv.conv")
 
 
@@ -121,6 +124,9 @@ def paddle_keymap(model: ShuffleNetV2) -> dict[str, str]:
     return m
 
 
+# torchvision's names for the same networks (mobilezoo.peers): shufflenet_v2_x0_5 ... x2_0
+_SAME = {arch: (peer,) for peer, arch in same_network_names().items()}
+
 for _width in WIDTHS:
     _name = f"ShuffleNetV2_{_width}"
     register(
@@ -129,7 +135,7 @@ for _width in WIDTHS:
             "ShuffleNetV2",
             ShuffleNetV2,
             ShuffleNetV2Config(_width),
-            aliases=("ShuffleNetV2",) if _width == "x1_0" else (),
+            aliases=(("ShuffleNetV2",) if _width == "x1_0" else ()) + _SAME.get(_name, ()),
             paddle_arch=_name,
             paddle_keymap=paddle_keymap,
         )

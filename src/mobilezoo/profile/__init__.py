@@ -31,5 +31,5 @@ def profile(model: str | nn.Module, input_size: int | tuple[int, int] = 224, bat
     if isinstance(model, str):
         from ..factory import create_model
 
-        model = create_model(model)
+        model = create_model(model, weights="random")  # counts do not depend on weight values
     return profile_model(model, input_size=input_size, batch_size=batch_size)

@@ -8,14 +8,16 @@ import json
 import sys
 from pathlib import Path
 
+from .._weights_options import add_weights_options
+
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
+    from .._weights_options import model_from_options
     from ..data import eval_preprocess
-    from ..factory import create_model
-    from ..runtime import load, load_checkpoint_model
-    from . import artifact_bytes, calibration_images, quantize_ptq
+    from ..runtime import load
+    from . import artifact_bytes, calibration_set, quantize_ptq
 
     if args.method == "qat" and args.toolchain != "onnxruntime":
         raise ValueError("--toolchain applies to --method ptq; qat exports its own ONNX QDQ graph")
@@ -24,12 +26,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             "--method qat fine-tunes a trained model: it needs --ckpt (a training run's .ckpt, whose recipe it reuses) "
             "and --data (the dataset root to fine-tune on)"
         )
-    if args.ckpt:
-        model = load_checkpoint_model(args.model, args.ckpt)
-    else:
-        model = create_model(args.model, pretrained=not args.random_weights).eval()
+    if args.threads is not None:
+        from ..measure.machine import check_threads
+
+        check_threads(args.threads)  # before any work
+    if not args.model and not args.ckpt:
+        raise ValueError("give --model NAME (the published weights, --ckpt PATH or --random-weights), or --ckpt PATH")
+    model = model_from_options(args, args.model)
     pre = eval_preprocess(model)
-    calib = calibration_images(args.calib, pre, n=args.num_calib, seed=0)
+    calib_set = calibration_set(args.calib, pre, n=args.num_calib, seed=0)
+    calib = calib_set.images
+    print(f"{args.calib}: {calib_set.line()}", file=sys.stderr)
     if args.method == "qat":
         from .qat import quantize_qat
 
@@ -57,7 +64,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "size_ratio": round(res.size_ratio, 2),
         "method": args.method,
         "toolchain": args.toolchain if args.method == "ptq" else "qat (torch fake quantization, ONNX QDQ)",
-        "calibration": {"images": len(calib), "method": args.calibration, "source": str(args.calib)},
+        "calibration": {
+            "images": len(calib),
+            "found": calib_set.found,
+            "unreadable": len(calib_set.unreadable),
+            "method": args.calibration,
+            "source": str(args.calib),
+        },
         "target": args.target,
     }
     if args.method == "qat":
@@ -77,7 +90,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{res.int8}  ({report['int8_bytes'] / 1e6:.2f} MB, {report['size_ratio']:.2f}x smaller than fp32 ONNX)")
+        mb, ratio = report["int8_bytes"] / 1e6, report["size_ratio"]
+        print(f"{res.int8}  ({mb:.2f} MB, {ratio:.2f}x smaller than its fp32 {res.fp32.name})")
         if args.eval:
             print(
                 f"top-1 on {args.eval}: fp32 {report['fp32_top1']:.2f}%  int8 {report['int8_top1']:.2f}%  "
@@ -87,22 +101,22 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "quantize",
-        help="int8 quantization to ONNX QDQ: post-training (calibrated on real images) or quantization-aware training",
-    )
-    p.add_argument("--model", required=True)
-    p.add_argument("--ckpt", type=Path, help="trained checkpoint (default: the published weights)")
-    p.add_argument("--random-weights", action="store_true")
+    from . import TOOLCHAINS
+
+    p = sub.add_parser("quantize")  # its one-line help: mobilezoo.cli.COMMANDS
+    p.add_argument("--model", help="zoo model name (optional with a --ckpt that records it)")
+    add_weights_options(p)
     p.add_argument("--calib", required=True, help="folder (tree) of real images for calibration")
     p.add_argument("-n", "--num-calib", type=int, default=256)
     p.add_argument("--method", choices=("ptq", "qat"), default="ptq")
     p.add_argument(
         "--toolchain",
-        choices=("onnxruntime", "nncf"),
+        choices=TOOLCHAINS,
         default="onnxruntime",
-        help="ptq: onnxruntime (.int8.onnx QDQ, runs on onnxruntime) or nncf (OpenVINO .int8.xml IR, fastest on "
-        "openvino, notably for MobileNetV3)",
+        help="ptq: onnxruntime (.int8.onnx QDQ, runs on onnxruntime), nncf (OpenVINO .int8.xml IR, fastest on "
+        "openvino, notably for MobileNetV3), or a phone engine's own quantizer: executorch (.int8.pte, XNNPACK), "
+        "litert (full-integer .int8.tflite), mnn (MNN's offline quantization, .int8.mnn), coreml (int8 weights, "
+        ".int8.mlpackage)",
     )
     p.add_argument(
         "--target",

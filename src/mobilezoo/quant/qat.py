@@ -233,7 +233,8 @@ def qat_model_from_checkpoint(ck: dict[str, Any] | str | Path) -> nn.Module:
 
     if not isinstance(ck, dict):
         ck = load_checkpoint(ck)
-    model = prepare_qat(create_model(ck["model_name"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {})))
+    kw = ck.get("model_kwargs", {})
+    model = prepare_qat(create_model(ck["model_name"], weights="random", num_classes=ck["num_classes"], **kw))
     state = dict(ck["model"])
     for k in model.state_dict():  # QAT runs from before targets existed used 8-bit weights
         if k.endswith("weight_qmax") and k not in state:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..data import EvalPreprocess, eval_preprocess, load_image
+from ..models.base import min_input_size
 from ..reference import class_names_for
 from ..weights.checkpoint import load_checkpoint_model
 
@@ -44,6 +45,8 @@ class Runtime:
     model_name: str = ""
     class_names: list[str] = field(default_factory=list)
     preprocess: EvalPreprocess = field(default_factory=EvalPreprocess)
+    min_input_size: int = 1
+    """the network's smallest input side (its total stride); a smaller batch is refused, naming it"""
 
     @property
     def backend(self) -> str:
@@ -58,6 +61,10 @@ class Runtime:
         return self.session.device
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h < self.min_input_size or w < self.min_input_size:
+            m = self.min_input_size
+            raise ValueError(f"input {h}x{w} is below {self.model_name}'s minimum of {m}x{m} pixels (its total stride)")
         return self.session(x)
 
     def _name(self, i: int) -> str:
@@ -82,14 +89,26 @@ class Runtime:
         return out
 
 
-def _build(model: str | nn.Module, checkpoint: str | Path | None, num_classes: int | None) -> nn.Module:
+def _build(model: str | nn.Module, weights: Any, num_classes: int | None) -> nn.Module:
     if isinstance(model, nn.Module):
+        if weights is not None:
+            raise ValueError("weights= applies to a zoo model name; this nn.Module already has its weights")
         return model.eval()
     from ..factory import create_model
 
-    if checkpoint is None:
-        return create_model(model, num_classes=num_classes or 1000).eval()
-    return load_checkpoint_model(model, checkpoint, num_classes)
+    return create_model(model, weights=weights, num_classes=num_classes).eval()
+
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pdparams", ".pth", ".pt", ".safetensors")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A training ``.ckpt``, a ``.pdparams``/``.pth``/``.pt``/``.safetensors`` file or a ``save_pretrained`` folder
+    (``.torchscript.pt`` is an artifact)."""
+    if path.is_dir():
+        return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    name = path.name.lower()
+    return path.is_file() and name.endswith(CHECKPOINT_SUFFIXES) and not name.endswith(".torchscript.pt")
 
 
 def _load_artifact(
@@ -120,6 +139,7 @@ def _load_artifact(
         model_name=meta.get("model_name", path.name.split(".")[0]),
         class_names=class_names_for(None, meta),
         preprocess=eval_preprocess(meta.get("preprocess")),
+        min_input_size=int(meta.get("min_input_size") or 1),
     )
 
 
@@ -130,12 +150,16 @@ def load(
     threads: int | None = None,
     precision: str = "fp32",
     *,
+    weights: str | Path | None = None,
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
     batch_size: int = 1,
     remeasure: bool = False,
 ) -> Runtime:
     """A runtime for a zoo name, an ``nn.Module``, or an exported artifact (a file, or an export folder holding one).
+
+    A zoo name gets the weights :func:`mobilezoo.create_model` would give it: ``weights=None`` the published ones
+    (an error for a name with none), ``"random"``, or a checkpoint path (``checkpoint=`` is the same, older spelling).
 
     ``backend="auto"``: an artifact runs on its format's engine; a zoo model or module runs on the fastest engine
     for this machine, found by a short measurement at ``batch_size`` (numerically checked against PyTorch) and
@@ -147,15 +171,30 @@ def load(
 
     if backend != "auto":
         backends.get(backend)  # an unknown name: one line naming the choices
+    if device == "cpu" or device.startswith("cpu:"):
+        from ..measure.machine import check_threads
+
+        check_threads(threads)  # beyond the cores this process may use: refused, never silently oversubscribed
     if threads:
         torch.set_num_threads(threads)
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
-        if path.exists() or artifact.is_artifact(path):  # a file or an export folder (zoo names are not paths)
+        if _is_checkpoint(path):  # weights, not an artifact: the zoo model they record, exported on the fly
+            if weights is not None or checkpoint is not None:
+                raise ValueError(f"{path} is a checkpoint: give it alone, or as weights= of a zoo name")
+            from ..weights import load_model
+
+            model_or_path = load_model(None, path, num_classes=num_classes)
+        elif path.exists() or artifact.is_artifact(path):  # a file or an export folder (zoo names are not paths)
             return _load_artifact(path, backend, device, threads, batch_size, precision)
-    model = _build(model_or_path, checkpoint, num_classes)
+    if checkpoint is not None:
+        if weights is not None and str(weights) != str(checkpoint):
+            raise ValueError("give weights= or checkpoint= (the same thing), not both")
+        weights = checkpoint
+    model = _build(model_or_path, weights, num_classes)
     name = getattr(model, "model_name", type(model).__name__)
-    common = {"model_name": name, "class_names": class_names_for(model), "preprocess": eval_preprocess(model)}
+    common = {"model_name": name, "class_names": class_names_for(model), "preprocess": eval_preprocess(model),
+              "min_input_size": min_input_size(model)}  # fmt: skip
     if backend == "auto":
         from .auto import load_auto
 

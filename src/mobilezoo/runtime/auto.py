@@ -1,17 +1,18 @@
 """``backend="auto"``: the fastest backend for this machine and model, by a short measurement, cached.
 
-Candidates are the installed backends that can run the precision (CPU fp32: OpenVINO, ONNX Runtime, ncnn, PyTorch
-eager; bf16: OpenVINO, PyTorch; fp16: OpenVINO, ONNX Runtime, ncnn, PyTorch; CUDA: PyTorch, ONNX Runtime's CUDA
-provider). Each is built, checked against fp32 eager PyTorch on the same input (a wrong answer is never chosen), then
-all are timed side by side in rotating rounds (:func:`mobilezoo.measure.harness.measure_interleaved`); the lowest
-median wins. The OpenVINO and ONNX Runtime candidates are compiled for the measured batch size (static shapes) and
-fall back to a dynamic-shape graph for other batch sizes.
+Candidates are the installed backends of the registry with an ``auto_rank`` that can run the precision (CPU fp32:
+OpenVINO, ONNX Runtime, ncnn, MNN, ExecuTorch, LiteRT, PyTorch eager; bf16: OpenVINO, PyTorch; fp16: the same as fp32;
+CUDA: PyTorch, ONNX Runtime's CUDA provider). Each is built, checked against fp32 eager PyTorch on the same input (a
+wrong answer is never chosen), then all are timed side by side in rotating rounds
+(:func:`mobilezoo.measure.harness.measure_interleaved`); the lowest median wins. The OpenVINO and ONNX Runtime
+candidates are compiled for the measured batch size (static shapes) and fall back to a dynamic-shape graph for other
+batch sizes; ExecuTorch is exported for it, LiteRT resized to it.
 
 The choice is cached in ``<cache_dir>/auto_backend.json`` keyed by the architecture (module types and tensor shapes:
 speed does not depend on weight values), batch size, threads, precision, device, this CPU (model, family/model,
-ISA features, cores) and the versions of mobilezoo, torch, onnxruntime, openvino and ncnn — a new library version or
-another machine measures again. ``remeasure=True`` (or ``MOBILEZOO_AUTO_REMEASURE=1``) forces a new measurement;
-:func:`clear_cache` forgets every choice.
+ISA features, cores) and the versions of mobilezoo, torch and every candidate engine's packages — a new library
+version or another machine measures again. ``remeasure=True`` (or ``MOBILEZOO_AUTO_REMEASURE=1``) forces a new
+measurement; :func:`clear_cache` forgets every choice.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,12 +37,6 @@ from . import Runtime
 __all__ = ["AutoChoice", "cache_key", "cache_path", "candidates_for", "choose", "clear_cache", "load_auto"]
 
 CACHE_NAME = "auto_backend.json"
-_CPU_CANDIDATES = {
-    "fp32": ("openvino", "onnxruntime", "ncnn", "torch"),
-    "bf16": ("openvino", "torch"),
-    "fp16": ("openvino", "onnxruntime", "ncnn", "torch"),
-}
-_CUDA_CANDIDATES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -79,9 +75,12 @@ def architecture_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model: nn.Module, *, batch_size: int, threads: int | None, precision: str, device: str) -> dict[str, Any]:
+    from .. import backends
     from ..measure.machine import machine_key, versions
 
     v = versions()
+    engines = [backends.get(n) for n in backends.names() if backends.get(n).auto_rank is not None]
+    packages = dict.fromkeys(["mobilezoo", "torch", *(p for e in engines for p in (e.package, *e.extra_packages) if p)])
     return {
         "model": getattr(model, "model_name", type(model).__name__),
         "architecture": architecture_fingerprint(model),
@@ -90,7 +89,7 @@ def cache_key(model: nn.Module, *, batch_size: int, threads: int | None, precisi
         "precision": precision,
         "device": device,
         "machine": machine_key(),
-        "versions": {k: v.get(k) for k in ("mobilezoo", "torch", "onnxruntime", "openvino", "ncnn")},
+        "versions": {k: v.get(k) for k in packages},
     }
 
 
@@ -258,6 +257,12 @@ def choose(
     if cached is not None:
         return cached, None
     t0 = time.perf_counter()
+    print(
+        f"mobilezoo: measuring backends for auto ({', '.join(names)}; {key['model']}, batch {batch_size}, "
+        f"{precision}, {device}) - once per model and machine, then cached in {cache_path()} ...",
+        file=sys.stderr,
+        flush=True,
+    )
     if builders is None:
         opts = {"device": device, "threads": threads, "precision": precision, "batch_size": batch_size}
         builders = _builders(model, names, common=common or {}, **opts)
@@ -269,6 +274,7 @@ def choose(
         built, rejected = _build_checked(builders, ref, x, precision, device)
         winner, timings = _race(built, x, budget_s)
     choice = AutoChoice(winner, key, timings, rejected, True, round(time.perf_counter() - t0, 2), _now())
+    print(f"mobilezoo: auto chose {winner} ({choice.measure_s:.1f} s)", file=sys.stderr, flush=True)
     entry = {k: v for k, v in choice.as_dict().items() if k != "backend"}
     _write_cache(cache_path(), digest, {"backend": winner, **entry})
     return choice, built[winner]

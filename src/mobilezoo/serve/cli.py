@@ -9,6 +9,8 @@ import socket
 import sys
 from pathlib import Path
 
+from .._weights_options import add_weights_options
+
 API_KEY_ENV = "MOBILEZOO_API_KEY"
 
 
@@ -58,21 +60,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     extra = {}
     if args.artifact:
+        if args.model or args.ckpt or args.random_weights:
+            raise ValueError("--artifact is an exported model: give it without --model, --ckpt or --random-weights")
         rt = runtime.load(args.artifact, backend=args.backend, device=args.device, threads=args.threads)
         extra["artifact"] = str(args.artifact)
     else:
-        if not args.model:
-            raise ValueError("give --model NAME (with --ckpt FILE, the published weights, or --random-weights) "
-                             "or --artifact FILE")  # fmt: skip
+        if not args.model and not args.ckpt:
+            raise ValueError("give --model NAME (the published weights, --ckpt PATH or --random-weights), "
+                             "--ckpt PATH alone (a checkpoint that names its model) or --artifact FILE")  # fmt: skip
+        from .._weights_options import model_from_options
+
+        model = model_from_options(args, args.model)
         if args.ckpt:
-            model = runtime.load_checkpoint_model(args.model, args.ckpt)
             extra["checkpoint"] = str(args.ckpt)
         else:
-            from ..factory import create_model
-
-            model = create_model(args.model, pretrained=not args.random_weights)
-            if args.random_weights:
-                extra["weights"] = "random (--random-weights)"
+            extra["weights"] = "random (--random-weights)" if args.random_weights else "published"
         kw = {}
         if args.backend == "auto" and "batch_size" in inspect.signature(runtime.load).parameters:
             kw["batch_size"] = args.max_batch  # choose the backend that is fastest at the batches we will run
@@ -116,17 +118,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .. import backends
 
     p = sub.add_parser(
-        "serve",
-        help="HTTP inference service: dynamic batching, Prometheus metrics, an upload page",
+        "serve",  # its one-line help: mobilezoo.cli.COMMANDS
         description="Serve one model over HTTP: POST /v1/classify, GET /v1/models, /healthz, /readyz, /metrics, "
         "/openapi.json and an upload page at /. Dynamic batching groups concurrent requests up to --max-batch "
         "images or --max-wait-ms (--max-batch 1 turns it off).",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="zoo model name")
-    g.add_argument("--ckpt", type=Path, help="checkpoint for --model (default: the published weights)")
+    g.add_argument("--model", help="zoo model name (optional with a --ckpt that records it)")
+    add_weights_options(g)
     g.add_argument("--artifact", type=Path, help="an exported model (.onnx, .torchscript.pt, .xml, .ncnn.param)")
-    g.add_argument("--random-weights", action="store_true", help="no weights at all (smoke tests, benchmarks)")
     g.add_argument("--backend", default="auto", choices=("auto", *backends.names()))
     g.add_argument("--device", default="cpu")
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))

@@ -27,7 +27,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})  # no API key needed
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})  # no API key needed (the page is static: it asks for the key)
+PUBLIC_PREFIXES = ("/static/",)  # the page's script and style sheet
 ROUTES = ("/", "/v1/classify", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "QUERY"})
 
@@ -148,7 +149,7 @@ class Guard:
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             return await self.app(scope, receive, send)
         if self.expected is not None:
             given = dict(scope["headers"]).get(b"authorization", b"")

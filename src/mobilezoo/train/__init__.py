@@ -38,15 +38,39 @@ __all__ = [
 ]
 
 
-def evaluate_checkpoint(checkpoint, data, *, device: str = "cpu", split: str = "eval") -> EvalResult:
-    """Evaluate a training checkpoint on a dataset exactly as its training run did (same preprocessing and loader)."""
+def evaluate_checkpoint(
+    checkpoint, data, *, device: str = "cpu", split: str = "eval", model: str | None = None
+) -> EvalResult:
+    """Evaluate a training checkpoint on a dataset exactly as its training run did (same preprocessing and loader).
+
+    Any other weights (``.pdparams``, ``.pt``/``.pth``, ``.safetensors``, a ``save_pretrained`` folder) are read as
+    :func:`mobilezoo.create_model` reads them, for ``model`` (or the model they record), with their preprocessing;
+    their class count must be the dataset's."""
+    from pathlib import Path
+
+    from ..weights.checkpoint import read_train_checkpoint
+
+    p = Path(checkpoint)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    ck = read_train_checkpoint(p) if p.is_file() else None
+    if ck is None:
+        return _evaluate_weights(p, data, device=device, split=split, model=model)
+    if model is not None:
+        from ..models import get_entry
+
+        if get_entry(model).arch != get_entry(ck["model_name"]).arch:
+            raise ValueError(f"{p} holds a {ck['model_name']}, not a {model}")
+    return _evaluate_train_checkpoint(ck, data, device=device, split=split)
+
+
+def _evaluate_train_checkpoint(ck: dict, data, *, device: str, split: str) -> EvalResult:
     import torch
 
     from ..data.datasets import open_split
     from ..data.transforms import eval_preprocess
     from .engine import _choose_mode, _device
 
-    ck = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ck)
     recipe = Recipe(**{k: v for k, v in ck["recipe"].items() if k in Recipe.__dataclass_fields__})
     dev = _device(device)
@@ -62,3 +86,22 @@ def evaluate_checkpoint(checkpoint, data, *, device: str = "cpu", split: str = "
     mode = ck.get("data_mode") or _choose_mode(ds, recipe)
     loader = build_eval_loader(ds, pre, mode, dev, recipe.channels_last)
     return evaluate(model, loader, ck["num_classes"], ck["class_names"])
+
+
+def _evaluate_weights(path, data, *, device: str, split: str, model: str | None) -> EvalResult:
+    from ..data.datasets import open_split
+    from ..data.transforms import eval_preprocess
+    from ..weights import load_model
+    from .engine import _choose_mode, _device
+
+    net = load_model(model, path)
+    ds = open_split(data, split)
+    if net.num_classes != len(ds.class_names):
+        raise ValueError(f"{path} has {net.num_classes} classes, {data} has {len(ds.class_names)}")
+    names = list(getattr(net, "class_names", None) or [])
+    if names and names != ds.class_names:
+        raise ValueError(f"{data}: classes {ds.class_names[:5]}... differ from the checkpoint's {names[:5]}...")
+    dev = _device(device)
+    net.to(dev)
+    loader = build_eval_loader(ds, eval_preprocess(net), _choose_mode(ds, Recipe()), dev, False)
+    return evaluate(net, loader, net.num_classes, ds.class_names)

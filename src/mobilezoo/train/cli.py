@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+CHECKPOINT_KINDS = ".pdparams, .pt/.pth, .safetensors, a save_pretrained folder"
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -16,16 +18,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--output", type=Path, default=None, help="run folder (default: runs/<model>)")
     p.add_argument("--resume", type=Path, help="continue a run exactly from its last.ckpt")
-    p.add_argument("--pretrained", default=None, help="initial weights: 'true' (published), a file or a folder")
+    p.add_argument(
+        "--pretrained", default=None, help="initial weights (default: random): 'published', or a checkpoint path"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (state saved)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _pretrained(v: str | None):
-    if v is None or v.lower() in ("false", "none", "0"):
+    if v is None or v.lower() in ("false", "none", "0", "random"):
         return False
-    return True if v.lower() in ("true", "1") else v
+    return True if v.lower() in ("true", "1", "published") else v
 
 
 def _run(args: argparse.Namespace, student: str, **distill) -> int:
@@ -75,27 +79,26 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import evaluate_checkpoint, load_checkpoint, plot_confusion
+    from ..weights.choice import model_name_in
+    from . import evaluate_checkpoint, plot_confusion
 
-    ck = load_checkpoint(args.ckpt)
-    if args.model and ck["model_name"] != args.model:
-        from ..models import get_entry
-
-        if get_entry(args.model).arch != get_entry(ck["model_name"]).arch:
-            raise ValueError(f"{args.ckpt} holds a {ck['model_name']}, not a {args.model}")
-    res = evaluate_checkpoint(args.ckpt, args.data, device=args.device)
+    name = args.model or model_name_in(args.ckpt)
+    if name is None:
+        raise ValueError(f"{args.ckpt} does not say which model it holds: give --model NAME")
+    res = evaluate_checkpoint(args.ckpt, args.data, device=args.device, model=args.model)
     if args.json:
-        print(json.dumps({"model": ck["model_name"], "checkpoint": str(args.ckpt), **res.as_dict()}, indent=2))
+        print(json.dumps({"model": name, "checkpoint": str(args.ckpt), **res.as_dict()}, indent=2))
     else:
+        skipped = f"; {res.skipped} unreadable skipped" if res.skipped else ""
         print(
-            f"{ck['model_name']}  {args.ckpt}  on {args.data}: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
-            f"({res.count} images)"
+            f"{name}  {args.ckpt}  on {args.data}: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
+            f"({res.count} images{skipped})"
         )
         width = max(len(n) for n in res.per_class)
         for name, acc in res.per_class.items():
             print(f"  {name:<{width}}  {acc:6.2f}%")
     if args.confusion:
-        print(f"confusion matrix: {plot_confusion(res, args.confusion, title=ck['model_name'])}", file=sys.stderr)
+        print(f"confusion matrix: {plot_confusion(res, args.confusion, title=name)}", file=sys.stderr)
     return 0
 
 
@@ -113,12 +116,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a zoo model on an image dataset")
+    p = sub.add_parser("train")
     p.add_argument("--model", required=True)
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("distill", help="train a student from a frozen teacher (SSLD-style)")
+    p = sub.add_parser("distill")
     p.add_argument("--teacher", required=True)
     p.add_argument("--teacher-ckpt", help="the teacher's weights: a training .ckpt, a file or a folder")
     p.add_argument("--student", required=True)
@@ -127,16 +130,16 @@ def register(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("--model", default=None, help="checked against the checkpoint")
-    p.add_argument("--ckpt", type=Path, required=True)
+    p = sub.add_parser("eval")
+    p.add_argument("--model", default=None, help="checked against a checkpoint that records it; needed otherwise")
+    p.add_argument("--ckpt", type=Path, required=True, help=f"a training .ckpt, or other weights ({CHECKPOINT_KINDS})")
     p.add_argument("--data", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--confusion", type=Path, help="write the confusion-matrix plot (PNG) here")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("recipe", help="list or show the shipped training recipes")
+    p = sub.add_parser("recipe")
     p.add_argument("action", choices=("list", "show"))
     p.add_argument("name", nargs="?")
     p.add_argument("--model", default=None, help="resolve the family file and per-model overrides for this model")

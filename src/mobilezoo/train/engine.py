@@ -26,9 +26,9 @@ from torch import nn
 
 from ..data.datasets import DatasetError, ImageDataset, open_split, scan_unlabeled
 from ..data.transforms import EvalPreprocess, TrainAugment, eval_preprocess
-from .checkpoint import load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import EvalResult, evaluate
-from .loader import GlobalBatchSampler, MemoryLoader, StreamLoader, decode_to_memory
+from .loader import GlobalBatchSampler, MemoryLoader, MixedSizesError, StreamLoader, decode_to_memory
 from .losses import classification_loss, distill_loss
 from .recipes import Recipe
 
@@ -151,13 +151,18 @@ def _choose_mode(ds: ImageDataset, recipe: Recipe) -> str:
 def build_eval_loader(
     ds: ImageDataset, pre: EvalPreprocess, mode: str, device: torch.device, channels_last: bool, batch: int = 256
 ):
+    """Batches of the whole split in order; unreadable images are left out and counted (``loader.skipped``), never
+    replaced by another sample."""
     sampler = GlobalBatchSampler(len(ds), batch, shuffle=False, drop_last=False)
     if mode == "memory":
         images, labels = decode_to_memory(ds, geometry=pre)
         sampler.n = len(images)
-        return MemoryLoader(
+        loader = MemoryLoader(
             images, labels, sampler, pre, device=device, train=False, crop=pre.crop_size, channels_last=channels_last
         )
+        loader.skipped = len(ds) - len(images)
+        return loader
+    ds.skip_unreadable = True
     return StreamLoader(ds, sampler, pre, device=device, workers=2, channels_last=channels_last)
 
 
@@ -282,11 +287,9 @@ def _setup(cfg: TrainConfig) -> _Run:
     """Device and process group, data, model (and teacher), loaders, optimisation, and the resumed position."""
     from ..models import get_entry
 
-    recipe = cfg.recipe
+    recipe = cfg.recipe.validate()
     d = _init_distributed(cfg)
     out = Path(cfg.output)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
     train_ds, val_ds = _open_data(cfg)
     class_names = train_ds.class_names
     num_classes = len(class_names)
@@ -318,7 +321,8 @@ def _setup(cfg: TrainConfig) -> _Run:
         "data_mode": loaders.mode,
         "world_size": d.world,
     }
-    if d.main:
+    if d.main:  # everything checked and built: the run starts, and only now has a folder
+        out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.toml").write_text(recipe.to_toml())
     teacher_cache = (
         _teacher_logits(teacher, train_ds, pre, d.device, out, loaders.mode) if teacher and cfg.cache_teacher else None
@@ -390,7 +394,7 @@ def _build_model(
 
     recipe = cfg.recipe
     if resuming:
-        model = create_model(name, num_classes=num_classes, **model_kwargs)
+        model = create_model(name, weights="random", num_classes=num_classes, **model_kwargs)  # resume loads it
     else:
         model = create_model(name, num_classes=num_classes, pretrained=cfg.pretrained, **model_kwargs)
     pre = eval_preprocess(model, resize_short=recipe.eval_resize_short, crop_size=recipe.eval_crop)
@@ -416,14 +420,14 @@ def _build_teacher(
 
     if not cfg.teacher:
         return None
-    if cfg.teacher_ckpt and str(cfg.teacher_ckpt).endswith(".ckpt"):
-        teacher = model_from_checkpoint(cfg.teacher_ckpt)
-    else:
-        teacher = create_model(
-            cfg.teacher, num_classes=num_classes, pretrained=cfg.teacher_ckpt or False, **model_kwargs
-        )
+    # the teacher's weights in the one vocabulary (default: published); a training .ckpt keeps its own options
+    own = cfg.teacher_ckpt is not None and str(cfg.teacher_ckpt).endswith(".ckpt")
+    teacher = create_model(cfg.teacher, weights=cfg.teacher_ckpt, **({} if own else model_kwargs))
     if teacher.num_classes != num_classes:
-        raise ValueError(f"teacher has {teacher.num_classes} classes, the data {num_classes}")
+        raise ValueError(
+            f"the teacher {cfg.teacher} ({cfg.teacher_ckpt or 'published weights'}) has {teacher.num_classes} "
+            f"classes, the data {num_classes}: give --teacher-ckpt, a teacher trained on these classes"
+        )
     teacher.eval().requires_grad_(False).to(device)
     if cfg.recipe.channels_last:
         teacher.to(memory_format=torch.channels_last)
@@ -442,7 +446,15 @@ def _build_loaders(
         raise ValueError(f"batch_size {recipe.batch_size} is not divisible by accum_steps {accum}")
     train_sampler = GlobalBatchSampler(len(train_ds), global_batch, recipe.seed, d.rank, d.world)
     if mode == "memory":
-        images, labels = decode_to_memory(train_ds, progress=cfg.progress and d.main)
+        try:
+            images, labels = decode_to_memory(train_ds, progress=cfg.progress and d.main)
+        except MixedSizesError:
+            if recipe.data_mode != "auto":
+                raise
+            mode = "stream"  # images of several sizes: auto streams them (resized per sample) instead
+            if d.main:
+                print(f"{train_ds.source}: images of several sizes: data_mode=auto streams them", file=sys.stderr)
+    if mode == "memory":
         train_sampler.n = len(images)
         train_loader: Any = MemoryLoader(
             images,

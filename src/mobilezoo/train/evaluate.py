@@ -21,6 +21,8 @@ class EvalResult:
     count: int
     confusion: torch.Tensor = field(repr=False)
     class_names: list[str] = field(default_factory=list)
+    skipped: int = 0
+    """unreadable images left out (not in ``count``)"""
 
     @property
     def per_class(self) -> dict[str, float]:
@@ -34,6 +36,7 @@ class EvalResult:
             "top5": self.top5,
             "loss": self.loss,
             "count": self.count,
+            "skipped_unreadable": self.skipped,
             "per_class_top1": self.per_class,
             "confusion": self.confusion.tolist(),
             "class_names": self.class_names,
@@ -62,10 +65,11 @@ def evaluate(model, batches: Iterable, num_classes: int, class_names: list[str] 
         n += len(y)
     if is_module:
         model.train(was_training)
+    skipped = int(getattr(batches, "skipped", 0))  # the eval loaders count the unreadable images they left out
     if n == 0:
-        raise ValueError("evaluation set is empty")
+        raise ValueError("evaluation set is empty" + (f" ({skipped} unreadable images)" if skipped else ""))
     top1 = float(conf.diag().sum()) / n * 100
-    return EvalResult(top1, top5 / n * 100, loss_sum / n, n, conf, list(class_names or []))
+    return EvalResult(top1, top5 / n * 100, loss_sum / n, n, conf, list(class_names or []), skipped)
 
 
 def plot_confusion(res: EvalResult, path: str | Path, title: str = "") -> Path:

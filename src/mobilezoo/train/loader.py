@@ -28,9 +28,13 @@ from ..data.datasets import DatasetError, ImageDataset
 from ..data.images import ImageError
 from ..data.transforms import EvalPreprocess, TrainAugment, batch_pad_crop_flip
 
-__all__ = ["GlobalBatchSampler", "MemoryLoader", "StreamLoader", "decode_to_memory", "mix_seed"]
+__all__ = ["GlobalBatchSampler", "MemoryLoader", "MixedSizesError", "StreamLoader", "decode_to_memory", "mix_seed"]
 
 log = logging.getLogger("mobilezoo.train")
+
+
+class MixedSizesError(DatasetError):
+    """Images of several sizes cannot be held as one tensor (``data_mode=memory``); ``auto`` streams them instead."""
 
 
 def mix_seed(*parts: int) -> int:
@@ -126,7 +130,7 @@ def decode_to_memory(
         raise DatasetError(f"{ds.source}: none of its {len(ds)} images could be read")
     shapes = {tuple(t.shape) for t, _ in items}
     if len(shapes) != 1:
-        raise DatasetError(f"{ds.source}: images of several sizes {sorted(shapes)[:3]}...: use data_mode=stream")
+        raise MixedSizesError(f"{ds.source}: images of several sizes {sorted(shapes)[:3]}...: use data_mode=stream")
     images = torch.stack([t for t, _ in items])
     labels = torch.tensor([lbl for _, lbl in items], dtype=torch.int64)
     if cache and path is not None:
@@ -156,6 +160,8 @@ class MemoryLoader:
         self.labels = labels.to(device)
         self.sampler, self.normalize, self.device, self.train, self.crop = sampler, normalize, device, train, crop
         self.channels_last = channels_last
+        self.skipped = 0
+        """unreadable images left out when the split was decoded (set by the eval loader's builder)"""
         self.mean = torch.tensor(normalize.mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(normalize.std, device=device).view(1, -1, 1, 1) * 255
 
@@ -200,6 +206,8 @@ class StreamLoader:
     ) -> None:
         self.ds, self.sampler, self.device, self.workers = ds, sampler, device, workers
         self.channels_last = channels_last
+        self.skipped = 0
+        """unreadable images left out (``ds.skip_unreadable``), counted over the last pass"""
         ds.transform = transform
 
     def __len__(self) -> int:
@@ -215,12 +223,30 @@ class StreamLoader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             generator=torch.Generator().manual_seed(mix_seed(seed, epoch, 3)),  # leaves the global RNG alone
+            collate_fn=_collate_readable if self.ds.skip_unreadable else None,
         )
-        for x, y in dl:
+        self.skipped = 0
+        for batch in dl:
+            x, y = batch[0], batch[1]
+            if self.ds.skip_unreadable:
+                self.skipped += batch[2]
+                if x is None:
+                    continue
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)
+
+
+def _collate_readable(items: list) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """Collate the readable samples of a batch; the third element counts the unreadable ones (None)."""
+    from torch.utils.data import default_collate
+
+    ok = [it for it in items if it is not None]
+    if not ok:
+        return None, None, len(items)
+    x, y = default_collate(ok)
+    return x, y, len(items) - len(ok)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recipe", "RecipeError", "list_recipes", "load_recipe", "parse_overrides"]
+__all__ = ["Recipe", "RecipeError", "list_recipes", "load_recipe", "parse_overrides", "resolve_data_config"]
 
 
 class RecipeError(ValueError):
@@ -80,10 +80,23 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> Recipe:
-        """A copy with ``overrides`` (a dict or ``key=value`` strings) applied and type-checked."""
+        """A copy with ``overrides`` (a dict or ``key=value`` strings) applied, type-checked and validated."""
         if isinstance(overrides, list):
             overrides = parse_overrides(overrides)
-        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in overrides.items()})
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in overrides.items()}).validate()
+
+    def validate(self) -> Recipe:
+        """Every field within its allowed range (:data:`RANGES`), else :class:`RecipeError` naming the field, the
+        value and the range; returns the recipe."""
+        for key, (ok, allowed) in RANGES.items():
+            value = getattr(self, key)
+            if not ok(value):
+                raise RecipeError(f"recipe field {key!r}: {value!r} is out of range (allowed: {allowed})")
+        if self.batch_size % self.accum_steps:
+            raise RecipeError(
+                f"recipe field 'accum_steps': {self.accum_steps} does not divide batch_size {self.batch_size}"
+            )
+        return self
 
     def to_toml(self) -> str:
         lines = []
@@ -100,6 +113,47 @@ class Recipe:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def _choice(*values: str) -> tuple[Any, str]:
+    return (lambda v: v in values), "one of " + ", ".join(values)
+
+
+def _at_least(low: float, kind: str = "an integer") -> tuple[Any, str]:
+    return (lambda v: v >= low), f"{kind} >= {low:g}"
+
+
+_FRACTION = (lambda v: 0 <= v < 1), "0 <= x < 1"
+RANGES: dict[str, tuple[Any, str]] = {
+    "epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "base_batch": _at_least(1),
+    "lr": ((lambda v: v > 0), "a number > 0"),
+    "schedule": _choice("cosine", "piecewise", "constant"),
+    "warmup_epochs": _at_least(0, "a number"),
+    "milestones": ((lambda v: all(m >= 1 for m in v) and v == sorted(v)), "increasing epoch numbers >= 1"),
+    "gamma": ((lambda v: v > 0), "a number > 0"),
+    "momentum": _FRACTION,
+    "weight_decay": _at_least(0, "a number"),
+    "label_smoothing": _FRACTION,
+    "augment": _choice("imagenet", "cifar"),
+    "train_crop": _at_least(1),
+    "eval_resize_short": _at_least(1),
+    "eval_crop": _at_least(1),
+    "drop_rate": ((lambda v: v is None or 0 <= v < 1), "unset, or 0 <= x < 1"),
+    "ema_decay": _FRACTION,
+    "grad_clip": _at_least(0, "a number"),
+    "accum_steps": _at_least(1),
+    "amp": _choice("auto", "bf16", "fp16", "none", "fp32"),
+    "workers": _at_least(0),
+    "data_mode": _choice("auto", "memory", "stream"),
+    "seed": _at_least(0),
+    "eval_every": _at_least(1),
+    "log_every": _at_least(1),
+    "distill_loss": _choice("dce", "dml", "kl"),
+    "temperature": ((lambda v: v > 0), "a number > 0"),
+    "gt_weight": _at_least(0, "a number"),
+}
 
 
 def _family_file(family: str) -> str:
@@ -213,7 +267,7 @@ def load_recipe(name: str, model: str | None = None, overrides: dict[str, Any] |
     data.update(overrides or {})
     kw = {k: _coerce(k, v) for k, v in data.items()}
     kw.setdefault("name", " < ".join(reversed(chain)))
-    return Recipe(**kw)
+    return Recipe(**kw).validate()
 
 
 def get_arch(model: str | None) -> str | None:
@@ -222,3 +276,33 @@ def get_arch(model: str | None) -> str | None:
     from ..models import get_entry
 
     return get_entry(model).arch or get_entry(model).name
+
+
+def resolve_data_config(model: Any, recipe: str = "imagenet") -> dict[str, Any]:
+    """A model's data config (timm's ``resolve_data_config``): its eval preprocessing (``default_cfg``'s
+    interpolation and mean/std at the recipe's eval sizes) and its recipe's training augmentation.
+
+    ``model``: a zoo model (or features-only network) or a name; ``recipe``: a shipped recipe or a ``.toml``, resolved
+    for the model's family as ``mobilezoo train`` does. :func:`mobilezoo.data.transforms.create_transform` turns it
+    into the transform.
+    """
+    if isinstance(model, str):
+        from ..models import default_cfg, get_entry
+
+        name, cfg = get_entry(model).name, default_cfg()
+    else:
+        name, cfg = getattr(model, "model_name", "") or None, dict(getattr(model, "default_cfg", {}))
+    r = load_recipe(recipe, name)
+    return {
+        "input_size": (3, r.eval_crop, r.eval_crop),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "mean": tuple(cfg["mean"]),
+        "std": tuple(cfg["std"]),
+        "crop_pct": r.eval_crop / r.eval_resize_short,
+        "resize_short": r.eval_resize_short,
+        "crop_size": r.eval_crop,
+        "train_crop": r.train_crop,
+        "augment": r.augment,
+        "autoaugment": r.autoaugment,
+        "recipe": r.name,
+    }

@@ -12,27 +12,45 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.registry import ModelEntry, get_entry
+from ..models.base import default_cfg
+from ..models.registry import ModelEntry, build_model, get_entry, list_models
+from .checkpoint import model_from_checkpoint, read_train_checkpoint
+from .choice import (
+    FOREIGN,
+    PUBLISHED,
+    RANDOM,
+    NoPublishedWeightsError,
+    WeightsChoice,
+    model_name_in,
+    resolve_weights,
+    resolve_weights_path,
+    weights_keyword,
+)
 from .convert import CheckpointMismatchError, MatchReport, match_state_dict, paddle_to_torch
-from .formats import CheckpointError, UnsafeCheckpointError, read_pdparams, read_state_dict
+from .formats import CheckpointError, UnsafeCheckpointError, detect_format, read_pdparams, read_state_dict
 
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "CheckpointError",
     "CheckpointMismatchError",
+    "NoPublishedWeightsError",
     "UnsafeCheckpointError",
+    "WeightsChoice",
     "apply_pretrained",
+    "load_model",
     "load_weights",
     "read_config",
     "read_pdparams",
     "read_state_dict",
+    "resolve_weights",
     "save_pretrained",
 ]
 
 log = logging.getLogger("mobilezoo.weights")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+PREPROCESS_KEYS = ("input_size", "resize_short", "crop_size", "crop_pct", "interpolation", "mean", "std")
 
 
 def _looks_paddle(src: dict[str, torch.Tensor]) -> bool:
@@ -55,6 +73,12 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: str | Path, *, sourc
     missing, unexpected and mis-shaped tensors.
     """
     src, fmt = read_state_dict(path)
+    return _load_tensors(model, entry, path, src, fmt, source)
+
+
+def _load_tensors(
+    model: nn.Module, entry: ModelEntry, path: str | Path, src: dict[str, torch.Tensor], fmt: str, source: str
+) -> MatchReport:
     if source == "auto":
         if fmt == "pdparams" or _looks_paddle(src):
             source = "paddle"
@@ -93,41 +117,94 @@ def load_weights(model: nn.Module, entry: ModelEntry, path: str | Path, *, sourc
     return report
 
 
-def _resolve(pretrained: Any, entry: ModelEntry) -> Path:
-    if pretrained is True:
+def _fetch(choice: WeightsChoice, entry: ModelEntry) -> tuple[Path, str]:
+    """The local file or folder of a choice (published and URL weights downloaded once), and its name scheme."""
+    if choice.kind == PUBLISHED:
         from .hub import fetch_pretrained
 
-        return fetch_pretrained(entry)  # converted safetensors, in our names
-    s = str(pretrained)
-    if s.startswith(("http://", "https://")):
+        return fetch_pretrained(entry), "mobilezoo"  # converted safetensors, in our names
+    if choice.kind in FOREIGN:
+        from .ecosystems import fetch_foreign
+
+        return fetch_foreign(entry, choice.kind), choice.kind
+    if choice.kind == "url":
         from .hub import download
 
-        return download(s)
-    return Path(s).expanduser()
+        return download(choice.source), "auto"
+    return choice.path, "auto"
+
+
+def _classes_in(src: dict[str, torch.Tensor], cfg: dict[str, Any]) -> int | None:
+    """The class count of a state dict's classifier (our names, torchvision's, or PaddleClas's [in, out] Linear)."""
+    w = src.get(cfg.get("classifier", "head.fc") + ".weight")
+    if w is None:
+        w = src.get("fc.weight")
+    if w is not None and w.ndim >= 2:
+        return int(w.shape[0])
+    if _looks_paddle(src):
+        last = [v for v in src.values() if v.ndim == 2]
+        return int(last[-1].shape[1]) if last else None
+    return None
 
 
 def apply_pretrained(
-    entry: ModelEntry, pretrained: Any, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any
+    entry: ModelEntry, pretrained: Any, *, num_classes: int | None = None, in_chans: int = 3, **kwargs: Any
 ) -> nn.Module:
-    """``create_model(..., pretrained=...)``: build, then load True / a file / URL / a ``save_pretrained`` dir."""
-    if isinstance(pretrained, str) and pretrained in ("torchvision", "timm"):
-        from .ecosystems import fetch_foreign
-
-        path, source = fetch_foreign(entry, pretrained), pretrained
-    else:
-        path, source = _resolve(pretrained, entry), "auto"
+    """Build ``entry`` with the weights asked for (:mod:`mobilezoo.weights.choice`: a :class:`WeightsChoice`, or
+    anything :func:`resolve_weights` reads). ``num_classes=None``: the checkpoint's class count (1000 if it has no
+    classifier); another count re-initialises the classifier, with a warning."""
+    choice = pretrained if isinstance(pretrained, WeightsChoice) else resolve_weights(entry.name, pretrained)
+    if choice.kind == RANDOM:
+        return build_model(entry.name, num_classes=num_classes or 1000, in_chans=in_chans, **kwargs)
+    path, source = _fetch(choice, entry)
     if path.is_dir():
         return _load_pretrained_dir(entry, path, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model = entry.builder(entry.config, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    ck = read_train_checkpoint(path) if detect_format(path) == "torch" else None
+    if ck is not None:
+        return _from_train_checkpoint(entry, path, ck, num_classes, in_chans, **kwargs)
+    src, fmt = read_state_dict(path)
+    named = model_name_in(path) if fmt == "safetensors" else None  # what mobilezoo's own files record
+    if named and named in list_models() and get_entry(named).arch != entry.arch:
+        raise CheckpointMismatchError(f"{path} holds a {named}, not a {entry.name}")
+    if num_classes is None:
+        num_classes = _classes_in(src, default_cfg()) or 1000
+    model = build_model(entry.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    _load_tensors(model, entry, path, src, fmt, source)
+    return model
+
+
+def load_model(name: str | None, weights: Any = None, *, num_classes: int | None = None) -> nn.Module:
+    """``create_model(name, weights=weights)`` in eval mode, for the commands: ``name=None`` takes the model that a
+    checkpoint records (training ``.ckpt``, ``save_pretrained`` folder, mobilezoo ``.safetensors``)."""
+    if name is None:
+        if weights is None or weights_keyword(weights) is not None:
+            raise ValueError("give the model name (--model NAME), or a checkpoint that records it (--ckpt PATH)")
+        name = model_name_in(resolve_weights_path(weights))
+        if name is None:
+            raise ValueError(f"{weights} does not say which model it holds: give the model name (--model NAME)")
+    return apply_pretrained(get_entry(name), resolve_weights(name, weights), num_classes=num_classes).eval()
+
+
+def _from_train_checkpoint(
+    entry: ModelEntry, path: Path, ck: dict[str, Any], num_classes: int | None, in_chans: int, **kwargs: Any
+) -> nn.Module:
+    if get_entry(ck["model_name"]).arch != entry.arch:
+        raise CheckpointMismatchError(f"{path} holds a {ck['model_name']}, not a {entry.name}")
+    if in_chans != 3:
+        raise ValueError(f"{path}: in_chans={in_chans} does not apply to a training checkpoint (3-channel)")
+    model = model_from_checkpoint(ck, **kwargs).train()
     model.model_name = entry.name
-    load_weights(model, entry, path, source=source)
+    if num_classes is not None and num_classes != model.num_classes:
+        log.warning("%s: %d classes, not %d; classifier re-initialised", path, model.num_classes, num_classes)
+        model.reset_classifier(num_classes)
+        model.class_names = []
     return model
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, *, class_names: list[str] | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (model name, classes, default_cfg) into ``directory``.
 
-    ``create_model(name, pretrained=directory)`` (or ``load_pretrained(directory)``) rebuilds it.
+    ``create_model(name, weights=directory)`` rebuilds it (with its class names and eval preprocessing).
     """
     from safetensors.torch import save_file
 
@@ -173,14 +250,18 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def _load_pretrained_dir(entry: ModelEntry, directory: Path, *, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+def _load_pretrained_dir(
+    entry: ModelEntry, directory: Path, *, num_classes: int | None, in_chans: int, **kwargs
+) -> nn.Module:
     cfg = read_config(directory)
     saved = get_entry(cfg["model_name"])
     if saved.arch != entry.arch:
         raise CheckpointMismatchError(f"{directory} holds a {saved.name}, not a {entry.name}")
-    model = entry.builder(entry.config, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model.model_name = entry.name
+    num_classes = cfg["num_classes"] if num_classes is None else num_classes
+    model = build_model(entry.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     load_weights(model, entry, directory / WEIGHTS_NAME, source="mobilezoo")
+    saved_cfg = cfg.get("default_cfg") or {}
+    model.default_cfg = {**model.default_cfg, **{k: saved_cfg[k] for k in PREPROCESS_KEYS if k in saved_cfg}}
     if cfg.get("class_names") and num_classes == cfg["num_classes"]:
         model.class_names = list(cfg["class_names"])
     return model

@@ -5,68 +5,75 @@ resume state they also carry, is the trainer's (:mod:`mobilezoo.train.checkpoint
 
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..models.registry import build_model, get_entry
-from .formats import CheckpointError, UnsafeCheckpointError
+from ..models.registry import build_model
+from .convert import CheckpointMismatchError, match_state_dict
+from .formats import CheckpointError, torch_load
 
-__all__ = ["FORMAT", "is_train_checkpoint", "load_checkpoint", "load_checkpoint_model", "model_from_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "is_train_checkpoint",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "model_from_checkpoint",
+    "read_train_checkpoint",
+]
 
 FORMAT = "mobilezoo-train/1"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A mobilezoo training checkpoint; anything else (missing, another format, corrupt, unsafe) is a one-line
+    error."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a training checkpoint (.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(f"{path}: refused by torch.load(weights_only=True) ({e})") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
-    if not is_train_checkpoint(ck):
-        raise CheckpointError(f"{path}: not a mobilezoo training checkpoint")
+    ck = read_train_checkpoint(path)
+    if ck is None:
+        raise CheckpointError(f"{path}: not a mobilezoo training checkpoint (.ckpt written by `mobilezoo train`)")
     return ck
+
+
+def read_train_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The training checkpoint in ``path``, or None for a file in another format (a state dict, .safetensors,
+    .pdparams...). A PyTorch file that cannot be read safely raises :class:`CheckpointError`."""
+    path = Path(path)
+    with path.open("rb") as f:
+        if f.read(2) != b"PK":  # torch.save's zip format; anything else is not ours
+            return None
+    ck = torch_load(path)
+    return ck if is_train_checkpoint(ck) else None
 
 
 def is_train_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def model_from_checkpoint(ck: dict[str, Any] | str | Path, weights: str = "model") -> nn.Module:
-    """Rebuild the trained model (name, options, classes, eval preprocessing) from a checkpoint."""
+def model_from_checkpoint(ck: dict[str, Any] | str | Path, weights: str = "model", **overrides: Any) -> nn.Module:
+    """Rebuild the trained model (name, options, classes, eval preprocessing) from a checkpoint; ``overrides`` are
+    builder options that replace the recorded ones (e.g. ``drop_rate``)."""
+    source = "checkpoint" if isinstance(ck, dict) else str(ck)
     if not isinstance(ck, dict):
         ck = load_checkpoint(ck)
-    model = build_model(ck["model_name"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {}))
+    model = build_model(ck["model_name"], num_classes=ck["num_classes"], **{**ck.get("model_kwargs", {}), **overrides})
     state = ck[weights] if ck.get(weights) is not None else ck["model"]
-    model.load_state_dict(state)
+    mapped, report = match_state_dict(model, state)
+    if not report.ok:
+        raise CheckpointMismatchError(f"{source} does not fit {ck['model_name']}: {report.describe()}")
+    model.load_state_dict(mapped, strict=False)  # complete but for num_batches_tracked (checked above)
     model.default_cfg = {**model.default_cfg, **ck.get("default_cfg", {})}
     model.class_names = list(ck.get("class_names") or [])
     return model.eval()
 
 
-def load_checkpoint_model(name: str, checkpoint: str | Path, num_classes: int | None = None) -> nn.Module:
-    """A zoo model with a checkpoint's weights; the class count and names come from the checkpoint when it has them."""
-    from . import apply_pretrained, read_config, read_state_dict
+def load_checkpoint_model(name: str | None, checkpoint: str | Path, num_classes: int | None = None) -> nn.Module:
+    """A zoo model with a checkpoint's weights, in eval mode: :func:`mobilezoo.weights.load_model`."""
+    from . import load_model
 
-    p = Path(checkpoint)
-    if p.is_file() and p.suffix == ".ckpt":
-        ck = load_checkpoint(p)
-        if get_entry(ck["model_name"]).arch != get_entry(name).arch:
-            raise ValueError(f"{p} holds a {ck['model_name']}, not a {name}")
-        return model_from_checkpoint(ck)
-    if p.is_dir():
-        cfg = read_config(p)
-        return apply_pretrained(get_entry(name), p, num_classes=num_classes or cfg["num_classes"]).eval()
-    if num_classes is None:
-        src, _ = read_state_dict(p)
-        fc = next((v for k, v in src.items() if k.endswith("head.fc.weight")), None)
-        num_classes = int(fc.shape[0]) if fc is not None else 1000
-    return apply_pretrained(get_entry(name), p, num_classes=num_classes).eval()
+    return load_model(name, checkpoint, num_classes=num_classes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "detect_format",
     "read_pdparams",
     "read_state_dict",
+    "torch_load",
 ]
 
 PADDLE_NAME_TABLE_KEY = "StructuredToParameterName@@"
@@ -66,7 +68,7 @@ def read_pdparams(path: str | Path) -> dict[str, torch.Tensor]:
     except UnsafeCheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"{path}: not a readable .pdparams file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated .pdparams file ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     out: dict[str, torch.Tensor] = {}
@@ -80,7 +82,8 @@ def read_pdparams(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def detect_format(path: str | Path) -> str:
-    """'pdparams' | 'torch' | 'safetensors', from the suffix, else from the first bytes."""
+    """'pdparams' | 'torch' | 'safetensors', from the suffix, else from the first bytes; anything else is a
+    :class:`CheckpointError` naming the formats read."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".pdparams":
@@ -90,12 +93,17 @@ def detect_format(path: str | Path) -> str:
     if suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar"):
         return "torch"
     with path.open("rb") as f:
-        head = f.read(8)
+        head = f.read(9)
     if head[:2] == b"PK":
         return "torch"  # torch's zip format
     if head[:1] == b"\x80":
         return "pdparams"  # a bare pickle
-    return "safetensors"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    raise CheckpointError(
+        f"{path}: unknown checkpoint format (expected .pdparams, .pt/.pth, .safetensors, a save_pretrained folder "
+        "or a training .ckpt)"
+    )
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -127,13 +135,26 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         try:
             return load_file(str(path)), fmt
         except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from None
+            raise CheckpointError(f"{path}: corrupt or truncated .safetensors file ({e})") from None
+    return _unwrap(torch_load(path), path), fmt
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors: an unsafe pickle refused (naming the object it asks
+    for), a corrupt or truncated file (never PyTorch's advice to load it with ``weights_only=False``)."""
     try:
-        obj = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{path}: refused by torch.load(weights_only=True): it holds objects other than tensors ({e})"
+        glob = re.search(r"GLOBAL (\S+)", str(e), re.IGNORECASE)
+        if glob:
+            raise UnsafeCheckpointError(
+                f"{path}: refused: the pickle asks for the Python object {glob.group(1)}, and only tensors and plain "
+                "data are loaded (weights_only)"
+            ) from None
+        why = re.search(r"WeightsUnpickler error: \s*([^\n]+)", str(e))
+        raise CheckpointError(
+            f"{path}: corrupt or not a PyTorch checkpoint ({why.group(1).strip() if why else 'unreadable pickle'})"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
-    return _unwrap(obj, path), fmt
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).split(". ")[0].strip() or type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({first})") from None

@@ -17,9 +17,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .._cache import cache_dir, load_index
+from .._cache import index_path as _index_path
 from ..models.registry import ModelEntry
 
-__all__ = ["PADDLE_HOST", "DownloadError", "cache_dir", "download", "fetch_pretrained", "paddle_url"]
+__all__ = ["PADDLE_HOST", "DownloadError", "cache_dir", "download", "fetch_pretrained", "load_index", "paddle_url"]
 
 PADDLE_HOST = "https://paddle-imagenet-models-name.bj.bcebos.com"
 _LEGENDARY = ("MobileNetV1", "MobileNetV3")
@@ -37,15 +39,6 @@ def paddle_url(entry: ModelEntry) -> str | None:
     suffix = "_ssld_pretrained" if entry.weights_tag == "ssld" else "_pretrained"
     host = os.environ.get("MOBILEZOO_WEIGHTS_HOST", PADDLE_HOST).rstrip("/")  # a mirror of PaddleClas's bucket
     return f"{host}/{sub}/{entry.paddle_arch}{suffix}.pdparams"
-
-
-def cache_dir() -> Path:
-    """``$MOBILEZOO_HOME``, else ``$XDG_CACHE_HOME/mobilezoo``, ``$TORCH_HOME/mobilezoo``, ``~/.cache/mobilezoo``."""
-    for var, sub in (("MOBILEZOO_HOME", ""), ("XDG_CACHE_HOME", "mobilezoo"), ("TORCH_HOME", "mobilezoo")):
-        v = os.environ.get(var)
-        if v:
-            return Path(v).expanduser() / sub if sub else Path(v).expanduser()
-    return Path.home() / ".cache" / "mobilezoo"
 
 
 def _sha256(path: Path) -> str:
@@ -96,7 +89,7 @@ def download(
     raise DownloadError(
         f"could not download {url} ({type(last_err).__name__}: {last_err}).\n"
         f"  Without network: fetch that file elsewhere and place it at {dest}\n"
-        f"  or pass a local file: create_model(name, pretrained='path/to/{dest.name}')."
+        f"  or pass a local file: create_model(name, weights='path/to/{dest.name}') (CLI: --ckpt PATH)."
     )
 
 
@@ -133,18 +126,6 @@ def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> None:
         raise OSError(f"truncated transfer: {size} of {total_n} bytes")
 
 
-def _index_path() -> Path:
-    return cache_dir() / "index.json"
-
-
-def load_index() -> dict[str, dict]:
-    """The user-level cache index: per URL, the pinned sha256/size of the download and of its safetensors."""
-    try:
-        return json.loads(_index_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def _pin(url: str, record: dict) -> None:
     idx = load_index()
     idx[url] = {**idx.get(url, {}), **record}
@@ -168,11 +149,9 @@ def fetch_pretrained(entry: ModelEntry, *, timeout: float = 10.0) -> Path:
 
     info = weights_info(entry.name)
     if info is None:
-        raise DownloadError(
-            f"{entry.name} has no published .pdparams checkpoint"
-            + (" (ShuffleNetV1 is not in PaddleClas)" if entry.paddle_arch is None else "")
-            + "; pass pretrained='path/to/file' with your own weights."
-        )
+        from .choice import NoPublishedWeightsError, no_published_message
+
+        raise NoPublishedWeightsError(no_published_message(entry))
     record = load_index().get(info.url, {})
     converted = cache_dir() / "converted" / f"{info.name}.safetensors"
     if converted.is_file() and record.get("safetensors_sha256") == _sha256(converted):

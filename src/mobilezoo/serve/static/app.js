@@ -3,6 +3,22 @@
 
 const $ = (id) => document.getElementById(id);
 let previewUrl = null;
+const KEY = "mobilezoo-api-key";
+
+// With `serve --api-key`, every API call carries "Authorization: Bearer <key>"; the page (static, no data) asks for
+// the key when the server answers 401, and keeps it in this tab's sessionStorage only.
+function apiFetch(url, options = {}) {
+  const key = sessionStorage.getItem(KEY);
+  const headers = new Headers(options.headers || {});
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  return fetch(url, { ...options, headers });
+}
+
+function askForKey(message) {
+  $("auth").hidden = false;
+  $("key").focus();
+  setStatus(message, true);
+}
 
 function setStatus(text, isError = false) {
   const el = $("status");
@@ -12,8 +28,15 @@ function setStatus(text, isError = false) {
 
 async function loadModelInfo() {
   try {
-    const r = await fetch("v1/models");
+    const r = await apiFetch("v1/models");
+    if (r.status === 401) {
+      const body = await r.json().catch(() => ({}));
+      $("model").textContent = "model information needs the API key";
+      askForKey(sessionStorage.getItem(KEY) ? `${body.detail || "wrong API key"}: enter it again` : "");
+      return;
+    }
     if (!r.ok) throw new Error(`${r.status}`);
+    $("auth").hidden = true;
     const m = (await r.json()).models[0];
     $("model").textContent = `${m.name} · ${m.backend} on ${m.device} · ${m.num_classes} classes`;
   } catch (e) {
@@ -58,8 +81,9 @@ async function classify(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const r = await fetch("v1/classify?topk=5", { method: "POST", body: form });
+    const r = await apiFetch("v1/classify?topk=5", { method: "POST", body: form });
     const body = await r.json().catch(() => ({}));
+    if (r.status === 401) askForKey("");
     if (!r.ok) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? "");
       throw new Error(`${r.status}: ${detail}`);
@@ -80,6 +104,13 @@ function setup() {
     drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
   }
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  $("auth").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, $("key").value.trim());
+    $("key").value = "";
+    setStatus("");
+    loadModelInfo();
+  });
   drop.addEventListener("drop", (ev) => {
     ev.preventDefault();
     drop.classList.remove("over");

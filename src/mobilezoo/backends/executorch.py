@@ -1,0 +1,182 @@
+"""ExecuTorch (PyTorch's on-device runtime, Android and iOS) with the XNNPACK delegate, on the CPU: a ``.pte``
+program written from ``torch.export`` of the BatchNorm-folded model, every op lowered to XNNPACK
+(``to_edge_transform_and_lower`` with the ``XnnpackPartitioner``), metadata in the sidecar (a ``.pte`` has no place
+for it). fp32 and fp16 programs; int8 is PT2E with the ``XNNPACKQuantizer`` (symmetric int8 weights per output
+channel, int8 activations per tensor), calibrated on real images.
+
+A program has the static input shape it was exported with (batch 1 for a file; a model opened in memory is exported
+for ``batch_size``): another batch size runs as consecutive calls of that shape. Threads: XNNPACK's thread pool is
+one per process (``_unsafe_reset_threadpool``); a session sets it to its own count before it runs when another
+session changed it. XNNPACK's int8 kernels widen to 16 bits before they multiply, so an int8 program gives the same
+answer on every x86 CPU, VNNI or not (no saturating pair sums; ``target`` is recorded, the weights are 8-bit either
+way)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .artifact import artifact_metadata, read_metadata, write_sidecar
+from .base import Backend, Session, Unsupported, example_input, quiet, to_torch
+
+__all__ = ["BACKEND", "ExecuTorchBackend"]
+
+EXACT_INT8 = "any x86 or ARM CPU (XNNPACK's int8 kernels widen to 16 bits before multiplying: no saturating pair sums)"
+
+
+def _lower(net: nn.Module, x: torch.Tensor) -> bytes:
+    """``net`` (eval; float, half or a converted PT2E graph) as an ExecuTorch program for inputs shaped like ``x``,
+    every supported op delegated to XNNPACK."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with torch.no_grad():
+        ep = torch.export.export(net, (x,))
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _write(path: Path, program: bytes, meta: dict) -> Path:
+    """The program and its sidecar, each written atomically (the sidecar first: the ``.pte`` names the artifact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_sidecar(path, meta)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(program)
+    os.replace(tmp, path)
+    return path
+
+
+def _size(model: nn.Module, input_size: int | None) -> int:
+    """The example input's side: ``input_size``, else the crop size of the model's eval preprocessing."""
+    from ..data.transforms import eval_preprocess
+
+    return int(input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
+
+
+def _program(model: nn.Module, precision: str, size: int, batch: int = 1) -> bytes:
+    from ..models.fuse import fuse_bn
+
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(
+            f"ExecuTorch export writes fp32 or fp16; int8 comes from `mobilezoo quantize`, not {precision}"
+        )
+    net = fuse_bn(model).eval()
+    x = example_input(net, size, batch)
+    if precision == "fp16":
+        net, x = net.half(), x.half()
+    with quiet():
+        return _lower(net, x)
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    package = "executorch"
+    precisions = ("fp32", "fp16", "int8")
+    format = "executorch"
+    suffix = ".pte"
+    modes: ClassVar[dict[str, str]] = {"executorch": "-"}
+    tiers: ClassVar[dict[str, str]] = {"executorch": "full"}
+    install_hint = "pip install 'mobilezoo[mobile]'"
+    auto_rank = 3
+    quantizer = "PT2E with ExecuTorch's XNNPACKQuantizer (int8 weights per channel, int8 activations per tensor)"
+
+    def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
+        program = _program(model, precision, _size(model, input_size))
+        path = Path(out_dir) / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}"
+        return _write(path, program, artifact_metadata(model, class_names, precision))
+
+    def quantize(self, model, calib, out_dir, *, target="portable", class_names=None) -> Path:
+        from ..models.fuse import fuse_bn
+        from ._pt2e import pt2e_quantize
+
+        with quiet():
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+            gm = pt2e_quantize(fuse_bn(model).eval(), calib, quantizer)
+            program = _lower(gm, calib[:1].float())
+        meta = {
+            **artifact_metadata(model, class_names, "int8"),
+            "quantization": {
+                "toolchain": f"executorch {self.version()} PT2E, XNNPACKQuantizer",
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 per-tensor",
+                "calibration": "minmax",
+                "calibration_images": len(calib),
+                "target": target,
+                "saturation_safe": True,
+                "needs": EXACT_INT8,
+            },
+        }
+        name = getattr(model, "model_name", type(model).__name__)
+        return _write(Path(out_dir) / f"{name}.int8{self.suffix}", program, meta)
+
+    def check_file(self, path: Path) -> str | None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        return None if head[4:6] == b"ET" else "not an ExecuTorch program (.pte: no ET flatbuffer identifier)"
+
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **options):
+        if device != "cpu":
+            raise ValueError("the executorch backend runs on the CPU here (XNNPACK)")
+        if isinstance(source, nn.Module):
+            if precision not in ("fp32", "fp16"):
+                raise Unsupported(
+                    f"ExecuTorch {precision} runs a quantized .pte: `mobilezoo quantize --toolchain executorch`"
+                )
+            data: bytes | str = _program(source, precision, _size(source, options.get("input_size")), batch_size or 1)
+            artifact = ""
+        else:
+            data, artifact = str(source), Path(source).name
+            precision = read_metadata(source).get("precision", precision)
+        return _session(data, artifact, precision, threads)
+
+
+def _session(data: bytes | str, artifact: str, precision: str, threads: int | None) -> Session:
+    want = threads or torch.get_num_threads()
+    with quiet():  # the runtime's cpuinfo chatter on first use
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(data)
+        method = program.load_method("forward")
+
+    def pool() -> None:  # one thread pool per process: set it to this session's count when another changed it
+        if portable_lib._threadpool_get_thread_count() != want:
+            portable_lib._unsafe_reset_threadpool(want)
+
+    pool()
+    meta = program.metadata("forward").input_tensor_meta(0)
+    shape = tuple(meta.sizes())
+    dtype = torch.float16 if meta.dtype() == 5 else torch.float32  # ScalarType 5: Half
+    batch = shape[0]
+
+    def prepare(x: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+        x = x.detach().cpu().to(dtype).contiguous()
+        n = x.shape[0]
+        if x.shape[1:] != shape[1:]:
+            raise ValueError(f"this ExecuTorch program takes {tuple(shape[1:])} inputs, not {tuple(x.shape[1:])}")
+        if n % batch:  # pad the last call to the program's batch
+            x = torch.cat([x, x.new_zeros(batch - n % batch, *shape[1:])])
+        return [c.contiguous() for c in x.split(batch)], n
+
+    def run(native: tuple[list[torch.Tensor], int]) -> torch.Tensor:
+        pool()
+        chunks, n = native
+        outs = [method.execute([c])[0] for c in chunks]
+        return (outs[0] if len(outs) == 1 else torch.cat(outs))[:n]
+
+    note = f"threads {want}, program input {list(shape)}"
+    return Session("executorch", precision, "cpu", run, prepare, to_torch, artifact=artifact, note=note,
+                   keep=[program, method])  # fmt: skip
+
+
+BACKEND = ExecuTorchBackend()
