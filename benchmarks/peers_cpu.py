@@ -308,7 +308,7 @@ def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> Non
         if args.skip_paddle:
             from mobilezoo.bench.grid import prepare_model
 
-            model = prepare_model(name)
+            model = prepare_model(name, "random")
             x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         else:  # same weights everywhere: PaddleClas builds them, mobilezoo loads the .pdparams
             res = subprocess.run(
@@ -525,7 +525,8 @@ def main() -> int:
         info, rows = doc["machine"], doc["rows"]
         accuracy = doc["accuracy"] if isinstance(doc["accuracy"], dict) else {}
         models = list(dict.fromkeys(r["model"] for r in rows))
-        goals = evaluate(rows, accuracy, info.get("peaks_1_thread"), {m: count_macs(create_model(m)) for m in models})
+        macs = {m: count_macs(create_model(m, weights="random")) for m in models}
+        goals = evaluate(rows, accuracy, info.get("peaks_1_thread"), macs)
         write(
             args,
             info,
@@ -564,7 +565,7 @@ def main() -> int:
     with pinned(1):
         peaks_end = measure_peaks(1).as_dict()
     peaks = max(peaks_start, peaks_end, key=lambda p: p["peak_gflops"])  # ceilings: the less disturbed one
-    macs = {m: count_macs(create_model(m)) for m in args.models.split(",")}
+    macs = {m: count_macs(create_model(m, weights="random")) for m in args.models.split(",")}
     info["peaks_1_thread"] = peaks
     goals = evaluate(rows, accuracy, peaks, macs)
     write(args, info, rows, choices, goals, accuracy, time.perf_counter() - t_start)

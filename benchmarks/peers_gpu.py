@@ -102,7 +102,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for name in args.models.split(","):
-        ours = prepare_model(name)
+        ours = prepare_model(name, "random")
         src, peer_name = MODELS[name]
         peer = peer_network(src, peer_name)
         act_bytes = layerwise_activation_bytes(ours)

@@ -1,8 +1,8 @@
-"""Run an ONNX Runtime, OpenVINO or MNN artifact on an emulated CPU without VNNI (``qemu-x86_64 -cpu Haswell``: AVX2,
-FMA, no AVX-512, no VNNI): what an AVX2-only machine computes, on whatever machine this runs. The engines pick their
-int8 kernels from CPUID, which qemu reports for the emulated CPU, and qemu executes ``vpmaddubsw`` with its int16
-saturation, so an int8 artifact that overflows there gives the same wrong answer here (checked against the known
-failure: tests/test_quant.py).
+"""Run an ONNX Runtime, OpenVINO, MNN or LiteRT artifact on an emulated CPU without VNNI (``qemu-x86_64 -cpu
+Haswell``: AVX2, FMA, no AVX-512, no VNNI): what an AVX2-only machine computes, on whatever machine this runs. The
+engines pick their int8 kernels from CPUID, which qemu reports for the emulated CPU, and qemu executes ``vpmaddubsw``
+with its int16 saturation, so an int8 artifact that overflows there gives the same wrong answer here (checked against
+the known failure: tests/test_quant.py).
 
 As a script (run under qemu by :func:`run_emulated`; numpy and the engine only, neither torch nor mobilezoo, which
 would take minutes to import under emulation): ``emulate_int8.py ENGINE ARTIFACT X.npy OUT.npy``.
@@ -27,7 +27,30 @@ CPU = "Haswell"
 AMD before Zen 4)."""
 
 
+def _litert(artifact: str, x: np.ndarray) -> np.ndarray:
+    """A ``.tflite`` (float or full-integer: the input quantized, the output dequantized), one image per call."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=artifact, num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for a in x[:, None]:
+        if np.dtype(inp["dtype"]).kind in "iu":
+            (s, z), info = inp["quantization"], np.iinfo(inp["dtype"])
+            a = np.clip(np.round(a / s) + z, info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], a)
+        it.invoke()
+        y = it.get_tensor(out["index"]).astype(np.float32)
+        if np.dtype(out["dtype"]).kind in "iu":
+            y = (y - out["quantization"][1]) * out["quantization"][0]
+        outs.append(y)
+    return np.concatenate(outs)
+
+
 def _run(engine: str, artifact: str, x: np.ndarray) -> np.ndarray:
+    if engine == "litert":  # as mobilezoo.backends.litert runs it
+        return _litert(artifact, x)
     if engine == "onnxruntime":
         import onnxruntime as ort
 

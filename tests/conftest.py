@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,28 @@ def reference_csv() -> dict:
     from mobilezoo.reference import reference_table
 
     return reference_table()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A ShuffleNetV2 trained briefly on real CIFAR images (cifar10-mini), so int8 has real activations to keep:
+    ``(data root, best checkpoint)``, made once per session (tests/test_quant.py, tests/test_executorch_litert.py)."""
+    from mobilezoo.train import TrainConfig, fit, load_recipe
+
+    root = tmp_path_factory.mktemp("q")
+    data = root / "data"
+    mini = DATA / "cifar10-mini"
+    for split, n in (("train", 40), ("test", 10)):
+        for cls in sorted(p.name for p in (mini / split).iterdir()):
+            (data / split / cls).mkdir(parents=True)
+            for f in sorted((mini / split / cls).iterdir())[:n]:
+                shutil.copy(f, data / split / cls / f.name)
+    model = "ShuffleNetV2_x0_5"
+    rec = load_recipe("cifar10", model, ["epochs=3", "batch_size=32", "warmup_epochs=0.5", "lr=0.2"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOBILEZOO_HOME", str(root / "home"))  # the decoded-dataset cache stays in the test's folder
+        res = fit(TrainConfig(model, data, root / "run", rec, progress=False, tensorboard=False))
+    return data, res.best
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -175,3 +175,14 @@ def test_backbone_scripts_traces_and_exports(name):
         for a, b in zip(out, ref, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert isinstance(net, FeatureNet)
+
+
+def test_readme_backbones_example_runs(monkeypatch, capsys):
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Backbones and timm habits") :]
+    block = section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
+    monkeypatch.chdir(REPO)  # "from the repository root": torch.hub.load(".", ...)
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "[24, 40, 112, 160] [4, 8, 16, 32]" and printed[1] == "[116, 232, 464]"
+    assert printed[3] == "True False"

@@ -87,6 +87,15 @@ def test_a_recipe_built_in_python_is_checked_when_training_starts(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_crops_below_the_networks_minimum_are_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", NAME, "--data", str(MINI), "--output", str(out), "--recipe", "imagenet"]
+    rc, _, err = cli(capsys, *args, "-o", "train_crop=16", "-o", "batch_size=8")
+    assert (rc, err) == (2, f"mobilezoo: error: recipe field 'train_crop': 16 is below {NAME}'s minimum input of "
+                            "32x32 pixels (small_input=true lowers it)\n")  # fmt: skip
+    assert not out.exists()
+
+
 def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
     data = tiny_folder(tmp_path / "d")
     out = tmp_path / "run"

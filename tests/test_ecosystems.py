@@ -194,7 +194,12 @@ def test_real_mobilenet_v2_checkpoint_is_refused(tmp_path):
     path = tmp_path / "mbv2.pth"
     torch.save(_peer_model("torchvision", "mobilenet_v2").state_dict(), path)
     with pytest.raises(CheckpointError, match="expand 1x1"):
-        load_weights(mz.create_model("MobileNetV2_x1_0", weights="random"), mz.get_entry("MobileNetV2_x1_0"), path, source="torchvision")
+        load_weights(
+            mz.create_model("MobileNetV2_x1_0", weights="random"),
+            mz.get_entry("MobileNetV2_x1_0"),
+            path,
+            source="torchvision",
+        )
 
 
 def test_unknown_source():

@@ -4,7 +4,6 @@ the fp32 model (PTQ) or the fake-quantized model it was trained as (QAT)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import onnx
@@ -27,24 +26,7 @@ from mobilezoo.train import (
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT.parent / "shared" / "data" / "cifar10-mini"
-MODEL = "ShuffleNetV2_x0_5"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A ShuffleNetV2 trained briefly on real CIFAR images (cifar10-mini), so int8 has real activations to keep."""
-    root = tmp_path_factory.mktemp("q")
-    data = root / "data"
-    for split, n in (("train", 40), ("test", 10)):
-        for cls in sorted(p.name for p in (MINI / split).iterdir()):
-            (data / split / cls).mkdir(parents=True)
-            for f in sorted((MINI / split / cls).iterdir())[:n]:
-                shutil.copy(f, data / split / cls / f.name)
-    rec = load_recipe("cifar10", MODEL, ["epochs=3", "batch_size=32", "warmup_epochs=0.5", "lr=0.2"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOBILEZOO_HOME", str(root / "home"))  # the decoded-dataset cache stays in the test's folder
-        res = fit(TrainConfig(MODEL, data, root / "run", rec, progress=False, tensorboard=False))
-    return data, res.best
+MODEL = "ShuffleNetV2_x0_5"  # the network of conftest.py's `trained` fixture
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,10 @@ def test_ssld_and_int8_names_are_their_base_architecture():
     ]:
         e = get_entry(name)
         assert e.arch == base and e.weights_tag is not None
-        a, b = mz.create_model(name, weights="random").state_dict(), mz.create_model(base, weights="random").state_dict()
+        a, b = (
+            mz.create_model(name, weights="random").state_dict(),
+            mz.create_model(base, weights="random").state_dict(),
+        )
         assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
 
 

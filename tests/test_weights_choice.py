@@ -153,7 +153,7 @@ def _paddle_state(model: torch.nn.Module) -> dict:
     """``model``'s tensors under PaddleClas's names and layouts (Linear weights stored [in, out])."""
     from mobilezoo.weights.convert import _expand
 
-    entry = mz.get_entry(NAME)
+    entry = mz.get_entry(model.model_name)
     own = model.state_dict()
     out = {}
     for ours, (theirs, kind) in _expand(model, entry.paddle_keymap(model), {}).items():
@@ -211,12 +211,24 @@ def test_every_checkpoint_kind_loads_everywhere(kind, trained, tmp_path, capsys)
     rc, out, err = cli(capsys, *args)  # no --model: the checkpoint says which model it holds, or the error says so
     if kind in RECORDS_ITS_MODEL:
         assert rc == 0 and [t["index"] for t in json.loads(out)["predictions"][0]["topk"]] == want
+        torch.testing.assert_close(runtime.load(p, backend="torch")(X), ref, rtol=1e-4, atol=1e-5)  # the path alone
     else:
         assert (rc, err) == (2, f"mobilezoo: error: {p} does not say which model it holds: give the model name "
                                 "(--model NAME)\n")  # fmt: skip
     from mobilezoo.bench.grid import prepare_model
 
     assert same_state(prepare_model(NAME, str(p)), trained)  # bench --ckpt
+
+
+@pytest.mark.parametrize(
+    "name", ["MobileNetV1_x0_25", "MobileNetV2_x0_25", "MobileNetV3_small_x0_35", "ShuffleNetV2_x0_25", "GhostNet_x0_5"]
+)
+def test_a_paddle_checkpoints_class_count_is_read_from_its_classifier(name, tmp_path):
+    model = mz.create_model(name, weights="random", num_classes=7).eval()
+    p = tmp_path / "m.pdparams"
+    p.write_bytes(pickle.dumps(_paddle_state(model), protocol=4))
+    loaded = mz.create_model(name, weights=p)
+    assert loaded.num_classes == 7 and same_state(loaded, model)
 
 
 def test_export_quantize_serve_and_bench_take_a_checkpoint(trained, tmp_path, capsys, monkeypatch):

@@ -216,7 +216,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
     op_rows: list[dict] = []
     setups = [("trained (CIFAR-10)", artifacts, calib.shape[-1])]
     if not args.skip_imagenet_latency:
-        inet = create_model(name).eval()
+        inet = create_model(name, weights="random").eval()  # latency only
         ipre = eval_preprocess(inet)
         icalib = calibration_images(data / "train", ipre, n=32, seed=0)
         q = quantize_ptq(inet, icalib, work / "imagenet")

@@ -87,8 +87,13 @@ def main() -> None:
         variants = [
             ("torchvision eager", lambda tv=tv: torchvision.models.get_model(tv), False, None),
             ("torchvision compile", lambda tv=tv: torchvision.models.get_model(tv), False, "default"),
-            ("mobilezoo eager", lambda ours=ours: mz.create_model(ours), device.type == "cuda", None),
-            ("mobilezoo compile", lambda ours=ours: mz.create_model(ours), device.type == "cuda", "max-autotune"),
+            ("mobilezoo eager", lambda ours=ours: mz.create_model(ours, weights="random"), device.type == "cuda", None),
+            (
+                "mobilezoo compile",
+                lambda ours=ours: mz.create_model(ours, weights="random"),
+                device.type == "cuda",
+                "max-autotune",
+            ),
         ]
         for label, build, fused, mode in variants:
             torch.manual_seed(0)

@@ -25,12 +25,12 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "profile": (None, "params, MACs, memory traffic, peak memory, file sizes"),
     "convert": (None, "a .pdparams/.pth/.safetensors checkpoint -> safetensors"),
     "predict": (None, "classify image files, folders and globs"),
-    "export": (None, "export to ONNX, TorchScript, OpenVINO or ncnn (checked)"),
+    "export": (None, "to onnx/torchscript/openvino/ncnn/litert/executorch/mnn/coreml"),
     "train": ("train", "train a zoo model on an image dataset"),
     "distill": ("train", "train a student from a frozen teacher (SSLD-style)"),
     "eval": ("train", "a checkpoint's top-1/top-5, per-class accuracy, confusion"),
     "recipe": ("train", "list or show the shipped training recipes"),
-    "quantize": ("quant", "int8 ONNX: post-training (calibrated) or quantization-aware"),
+    "quantize": ("quant", "int8 PTQ on real images (ONNX, OpenVINO, phone engines) or QAT"),
     "bench": ("bench", "time models x engines x threads x batches x precisions"),
     "report": ("bench", "the comparison report on this machine (Markdown, HTML)"),
     "serve": ("serve", "HTTP inference service: dynamic batching, metrics, upload page"),
@@ -341,13 +341,15 @@ def _add_convert(sub: _Commands) -> None:
 
 
 def _add_predict(sub: _Commands) -> None:
+    from .backends import get as engine
     from .backends import names as engine_names
 
+    suffixes = ", ".join(engine(n).suffix for n in engine_names() if engine(n).suffix)
     p = sub.add_parser("predict")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--model", help="zoo model name (optional with a --ckpt that records it)")
     add_weights_options(p)
-    p.add_argument("--artifact", type=Path, help="an exported model (.onnx, .xml, .torchscript.pt, .ncnn.param)")
+    p.add_argument("--artifact", type=Path, help=f"an exported model ({suffixes})")
     p.add_argument("--backend", default="auto", choices=("auto", *engine_names()))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--topk", type=int, default=5)

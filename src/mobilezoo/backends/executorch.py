@@ -1,19 +1,24 @@
 """ExecuTorch (PyTorch's on-device runtime, Android and iOS) with the XNNPACK delegate, on the CPU: a ``.pte``
 program written from ``torch.export`` of the BatchNorm-folded model, every op lowered to XNNPACK
 (``to_edge_transform_and_lower`` with the ``XnnpackPartitioner``), metadata in the sidecar (a ``.pte`` has no place
-for it). fp32 and fp16 programs; int8 is PT2E with the ``XNNPACKQuantizer`` (symmetric int8 weights per output
-channel, int8 activations per tensor), calibrated on real images.
+for it). fp32 and fp16 programs (fp16: half input and arithmetic; ExecuTorch 1.5.1's XNNPACK serializer keeps
+convolution weights in fp32, ``op_conv2d``'s ``force_fp32``, so only linear weights halve in the file; ShuffleNet's
+channel split is not delegated in fp16 and runs on the portable kernels); int8 is PT2E with the ``XNNPACKQuantizer``
+(symmetric int8 weights per output channel, int8 activations per tensor, histogram ranges), calibrated on real
+images.
 
 A program has the static input shape it was exported with (batch 1 for a file; a model opened in memory is exported
 for ``batch_size``): another batch size runs as consecutive calls of that shape. Threads: XNNPACK's thread pool is
 one per process (``_unsafe_reset_threadpool``); a session sets it to its own count before it runs when another
 session changed it. XNNPACK's int8 kernels widen to 16 bits before they multiply, so an int8 program gives the same
 answer on every x86 CPU, VNNI or not (no saturating pair sums; ``target`` is recorded, the weights are 8-bit either
-way)."""
+way; verified under emulation for LiteRT's XNNPACK build, not for this one: ExecuTorch's runtime imports torch,
+which is too slow to run under qemu)."""
 
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import ClassVar
@@ -109,7 +114,7 @@ class ExecuTorchBackend(Backend):
                 "toolchain": f"executorch {self.version()} PT2E, XNNPACKQuantizer",
                 "weights": "int8 per-channel symmetric",
                 "activations": "int8 per-tensor",
-                "calibration": "minmax",
+                "calibration": "histogram",
                 "calibration_images": len(calib),
                 "target": target,
                 "saturation_safe": True,
@@ -121,8 +126,15 @@ class ExecuTorchBackend(Backend):
 
     def check_file(self, path: Path) -> str | None:
         with open(path, "rb") as f:
-            head = f.read(8)
-        return None if head[4:6] == b"ET" else "not an ExecuTorch program (.pte: no ET flatbuffer identifier)"
+            head = f.read(40)
+        if head[4:6] != b"ET":
+            return "not an ExecuTorch program (.pte: no ET flatbuffer identifier)"
+        if head[8:12] == b"eh00" and len(head) >= 36:  # the extended header: program and weight segment sizes
+            program, base, segments = struct.unpack_from("<QQQ", head, 16)
+            want, size = max(program, base + segments if segments else 0), path.stat().st_size
+            if size < want:
+                return f"truncated ExecuTorch program ({size} of {want} bytes)"
+        return None
 
     def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **options):
         if device != "cpu":
@@ -151,7 +163,8 @@ def _session(data: bytes | str, artifact: str, precision: str, threads: int | No
 
     def pool() -> None:  # one thread pool per process: set it to this session's count when another changed it
         if portable_lib._threadpool_get_thread_count() != want:
-            portable_lib._unsafe_reset_threadpool(want)
+            with quiet():  # "Resetting threadpool to N threads", cpuinfo's notes
+                portable_lib._unsafe_reset_threadpool(want)
 
     pool()
     meta = program.metadata("forward").input_tensor_meta(0)

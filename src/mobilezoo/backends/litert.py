@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import ClassVar
@@ -88,6 +89,22 @@ def read_tflite_metadata(data: bytes) -> dict | None:
             buf = root.Buffers(entry.Buffer())
             raw = data[buf.Offset() : buf.Offset() + buf.Size()] if buf.Offset() > 1 else buf.DataAsNumpy().tobytes()
             return json.loads(raw)
+    return None
+
+
+def _truncated(data: bytes) -> str | None:
+    """Why ``data`` is a cut-off ``.tflite`` (a weights buffer reaching past its end), or ``None``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        root = schema.Model.GetRootAs(data, 0)
+        for i in range(root.BuffersLength()):
+            buf = root.Buffers(i)
+            if buf.Offset() > 1 and buf.Offset() + buf.Size() > len(data):
+                raise ValueError
+            buf.DataAsNumpy()  # an inline buffer past the end raises
+    except (ValueError, IndexError, struct.error):
+        return f"truncated LiteRT model ({len(data)} bytes: its weights reach past the end)"
     return None
 
 
@@ -170,9 +187,10 @@ class LiteRtBackend(Backend):
         return read_tflite_metadata(Path(path).read_bytes())
 
     def check_file(self, path: Path) -> str | None:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        return None if head[4:8] == b"TFL3" else "not a LiteRT model (.tflite: no TFL3 flatbuffer identifier)"
+        data = Path(path).read_bytes()
+        if data[4:8] != b"TFL3":
+            return "not a LiteRT model (.tflite: no TFL3 flatbuffer identifier)"
+        return None if self.available() else _truncated(data)
 
     def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **options):
         if device != "cpu":

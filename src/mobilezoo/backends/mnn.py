@@ -1,17 +1,19 @@
 """MNN (Alibaba's mobile engine: Android, iOS, ARM boards) on the CPU: an ``.mnn`` flatbuffer converted by MNN's own
-converter from the project's ONNX graph (:func:`~mobilezoo.backends.onnxruntime.export_onnx`: BatchNorm folded;
-batch 1 declared, other batch sizes resize), metadata in the sidecar (the ``.mnn`` has no place for it); run with
-MNN's Module API at ``precision: high`` (exact fp32 arithmetic; ``low`` for an fp16 artifact, which computes in fp16
-only where the CPU has fp16 arithmetic, ARMv8.2+).
+converter from the project's ONNX graph (:func:`~mobilezoo.backends.onnxruntime.export_onnx`: BatchNorm folded,
+dynamic batch), metadata in the sidecar (the ``.mnn`` has no place for it); run with MNN's Module API at
+``precision: high`` (exact fp32 arithmetic; ``low`` for an fp16 artifact, which computes in fp16 only where the CPU
+has fp16 arithmetic, ARMv8.2+).
 
-fp16 stores the weights as float16 (the converter's ``--fp16``). int8 is MNN's offline quantization (its
+fp16 stores the weights as float16 (the converter's ``--fp16``, on weights first rounded to the nearest half here:
+the converter alone truncates them, which doubles the error of the logits). int8 is MNN's offline quantization (its
 ``quantized.out`` tool): int8 weights per output channel (``MAX_ABS``), int8 activations per tensor with ranges from
 an exponential moving average of min/max (``EMA``) over real calibration images, fed as tensors already through the
 one preprocessing (:mod:`mobilezoo.data.transforms`), not through the tool's own image resizing. (``KL``, the tool's
 default, crashes with SIGSEGV in MNN 3.6.1's quantizer.) MNN's x86 int8 kernels widen 8-bit weights to int16 before
 multiplying (``vpmovsxbw`` + ``vpmaddwd``: exact int32 sums) and use the pair-summing ``vpmaddubsw`` only for weights
-of 7 bits or fewer, so an 8-bit MNN artifact computes the same on a CPU without VNNI (checked on an emulated AVX2 CPU:
-``tests/test_mnn_coreml.py``).
+of 7 bits or fewer, so an 8-bit MNN artifact does not saturate on a CPU without VNNI (checked on an emulated AVX2 CPU,
+``tests/test_mnn_coreml.py``: one image per call gives exactly this machine's logits; a batch goes through other
+kernels whose rounding differs by CPU, within int8's error either way).
 
 The converter and the quantizer are MNN's compiled ``_tools`` module, run in a child process of their own (output
 captured, shown with ``MOBILEZOO_VERBOSE=1``; a failure is one line). Not the ``mnnconvert``/``mnnquant`` console
@@ -63,20 +65,6 @@ def _tool(tool: str, args: list[str], what: str, made: Path) -> None:
         raise RuntimeError(f"MNN could not {what} (exit {res.returncode}): {errors[0][:200]}")
 
 
-def _static_batch(onnx_path: Path) -> None:
-    """Declare batch 1 on the ONNX graph's input and output (MNN plans its memory for the shape it reads; a session
-    resizes for other batch sizes)."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path))
-    for v in [*proto.graph.input, *proto.graph.output]:
-        dim = v.type.tensor_type.shape.dim[0]
-        dim.ClearField("dim_param")
-        dim.dim_value = 1
-    del proto.graph.value_info[:]  # intermediate shapes with the symbolic batch: the converter infers its own
-    onnx.save(proto, str(onnx_path))
-
-
 def _convert(model: nn.Module, work: Path, precision: str, class_names, input_size) -> Path:
     """The model as an ``.mnn`` file in ``work`` (a scratch folder), via the project's ONNX graph."""
     from ..models.fuse import fuse_bn
@@ -89,7 +77,6 @@ def _convert(model: nn.Module, work: Path, precision: str, class_names, input_si
             for t in model.parameters():
                 t.copy_(t.half().float())
     onnx_path = export_onnx(model, work / f"{name}.onnx", class_names=class_names, input_size=input_size)
-    _static_batch(onnx_path)
     dst = work / f"{name}.mnn"
     args = ["-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(dst), "--bizCode", "mobilezoo"]
     _tool("mnnconvert", args + (["--fp16"] if precision == "fp16" else []), f"convert {name} to .mnn", dst)

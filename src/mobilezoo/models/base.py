@@ -221,8 +221,8 @@ class ZooModel(nn.Module):
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """Parameter groups for layer-wise learning-rate decay (timm's ``group_matcher``): the stem, then each block
-        (``coarse``: each entry of ``blocks``, a whole stage where blocks are staged), then ``final_conv``; the head
-        is the last group."""
+        (``coarse``: each entry of ``blocks``, a whole stage where blocks are staged), ``final_conv`` joining the last
+        block (timm's rule for its ordinal 99999); the head is the last group."""
         staged = any(isinstance(b, nn.Sequential) for b in self.blocks)
         fine = r"^blocks\.(\d+)\.(\d+)" if staged else r"^blocks\.(\d+)"
         return {"stem": r"^stem", "blocks": [(r"^blocks\.(\d+)" if coarse else fine, None), (r"^final_conv", (99999,))]}

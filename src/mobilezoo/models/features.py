@@ -93,8 +93,8 @@ def _step(module: str, split_stem: bool) -> int:
 
 class FeatureNet(nn.Module):
     """A zoo network's ``stem`` and ``blocks`` (the same modules, under the same names) returning the feature maps
-    at ``out_indices`` (indices into the network's ``feature_info``), shallowest first. Scriptable, traceable and
-    exportable like the classifier.
+    at ``out_indices`` (indices into the network's ``feature_info``), shallowest first. Scriptable and exportable
+    (``torch.export``) like the classifier.
 
     ``prune``: drop the blocks after the last level kept (what ``features_only`` does); without it the view keeps
     every block (:meth:`ZooModel.forward_intermediates` uses it to return the last block's output too).

@@ -104,11 +104,12 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pdparams", ".pth", ".pt", ".safetensors")
 
 def _is_checkpoint(path: Path) -> bool:
     """A training ``.ckpt``, a ``.pdparams``/``.pth``/``.pt``/``.safetensors`` file or a ``save_pretrained`` folder
-    (``.torchscript.pt`` is an artifact)."""
+    (not an artifact, such as a ``.torchscript.pt``)."""
+    from ..backends import artifact
+
     if path.is_dir():
         return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
-    name = path.name.lower()
-    return path.is_file() and name.endswith(CHECKPOINT_SUFFIXES) and not name.endswith(".torchscript.pt")
+    return path.is_file() and path.name.lower().endswith(CHECKPOINT_SUFFIXES) and not artifact.is_artifact(path)
 
 
 def _load_artifact(

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .evaluate import EvalResult, evaluate
 from .loader import GlobalBatchSampler, MemoryLoader, MixedSizesError, StreamLoader, decode_to_memory
 from .losses import classification_loss, distill_loss
-from .recipes import Recipe
+from .recipes import Recipe, RecipeError
 
 if TYPE_CHECKING:
     from ..models.registry import ModelEntry
@@ -300,6 +300,7 @@ def _setup(cfg: TrainConfig) -> _Run:
     torch.manual_seed(recipe.seed)
     resume_ck = _load_resume(cfg, entry, num_classes)
     model, pre = _build_model(cfg, entry.name, num_classes, model_kwargs, resume_ck is not None, d.device)
+    _check_crops(recipe, model, entry.name)
     teacher = _build_teacher(cfg, num_classes, model_kwargs, d.device)
     loaders = _build_loaders(cfg, train_ds, val_ds, pre, d)
     optim = _build_optim(model, recipe, d.device, loaders)
@@ -345,6 +346,18 @@ def _setup(cfg: TrainConfig) -> _Run:
         history=_read_log(out / "log.csv") if resume_ck is not None and d.main else [],
         bad=torch.zeros((), dtype=torch.bool, device=d.device),
     )
+
+
+def _check_crops(recipe: Recipe, model: nn.Module, name: str) -> None:
+    """Crops below the network's smallest input (its total stride) would train on feature maps of padding."""
+    from ..models.base import min_input_size
+
+    m = min_input_size(model)
+    for key in ("train_crop", "eval_crop"):
+        if getattr(recipe, key) < m:
+            hint = "" if recipe.small_input else " (small_input=true lowers it)"
+            raise RecipeError(f"recipe field {key!r}: {getattr(recipe, key)} is below {name}'s minimum input of "
+                              f"{m}x{m} pixels{hint}")  # fmt: skip
 
 
 def _init_distributed(cfg: TrainConfig) -> _Dist:

@@ -26,7 +26,7 @@ from .choice import (
     resolve_weights_path,
     weights_keyword,
 )
-from .convert import CheckpointMismatchError, MatchReport, match_state_dict, paddle_to_torch
+from .convert import CheckpointMismatchError, MatchReport, match_state_dict, paddle_classes, paddle_to_torch
 from .formats import CheckpointError, UnsafeCheckpointError, detect_format, read_pdparams, read_state_dict
 
 __all__ = [
@@ -134,17 +134,14 @@ def _fetch(choice: WeightsChoice, entry: ModelEntry) -> tuple[Path, str]:
     return choice.path, "auto"
 
 
-def _classes_in(src: dict[str, torch.Tensor], cfg: dict[str, Any]) -> int | None:
-    """The class count of a state dict's classifier (our names, torchvision's, or PaddleClas's [in, out] Linear)."""
-    w = src.get(cfg.get("classifier", "head.fc") + ".weight")
+def _classes_in(entry: ModelEntry, src: dict[str, torch.Tensor], fmt: str, **kwargs: Any) -> int | None:
+    """The class count of a state dict's classifier: PaddleClas's (by the keymap), else ours or torchvision's."""
+    if fmt == "pdparams" or _looks_paddle(src):
+        return paddle_classes(build_model(entry.name, **kwargs), entry, src)
+    w = src.get(default_cfg()["classifier"] + ".weight")
     if w is None:
         w = src.get("fc.weight")
-    if w is not None and w.ndim >= 2:
-        return int(w.shape[0])
-    if _looks_paddle(src):
-        last = [v for v in src.values() if v.ndim == 2]
-        return int(last[-1].shape[1]) if last else None
-    return None
+    return int(w.shape[0]) if w is not None and w.ndim >= 2 else None
 
 
 def apply_pretrained(
@@ -155,7 +152,8 @@ def apply_pretrained(
     classifier); another count re-initialises the classifier, with a warning."""
     choice = pretrained if isinstance(pretrained, WeightsChoice) else resolve_weights(entry.name, pretrained)
     if choice.kind == RANDOM:
-        return build_model(entry.name, num_classes=num_classes or 1000, in_chans=in_chans, **kwargs)
+        return build_model(entry.name, num_classes=1000 if num_classes is None else num_classes, in_chans=in_chans,
+                           **kwargs)  # fmt: skip
     path, source = _fetch(choice, entry)
     if path.is_dir():
         return _load_pretrained_dir(entry, path, num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -167,7 +165,7 @@ def apply_pretrained(
     if named and named in list_models() and get_entry(named).arch != entry.arch:
         raise CheckpointMismatchError(f"{path} holds a {named}, not a {entry.name}")
     if num_classes is None:
-        num_classes = _classes_in(src, default_cfg()) or 1000
+        num_classes = _classes_in(entry, src, fmt, in_chans=in_chans, **kwargs) or 1000
     model = build_model(entry.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     _load_tensors(model, entry, path, src, fmt, source)
     return model

@@ -20,7 +20,7 @@ from ..models.layers import ConvBNAct
 from ..models.registry import ModelEntry
 from .formats import CheckpointError
 
-__all__ = ["CheckpointMismatchError", "MatchReport", "match_state_dict", "paddle_to_torch"]
+__all__ = ["CheckpointMismatchError", "MatchReport", "match_state_dict", "paddle_classes", "paddle_to_torch"]
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -86,6 +86,17 @@ def _convert(t: torch.Tensor, kind: str, target_shape: torch.Size) -> torch.Tens
     elif kind == "conv" and t.ndim == 2:
         t = t.t().reshape(target_shape)
     return t.contiguous()
+
+
+def paddle_classes(model: nn.Module, entry: ModelEntry, src: dict[str, torch.Tensor]) -> int | None:
+    """The class count of a PaddleClas state dict for ``entry``: the columns of the tensor its keymap reads the
+    classifier from (a PaddleClas Linear is stored ``[in, out]``); None if it has none."""
+    if entry.paddle_keymap is None:
+        return None
+    ours = getattr(model, "default_cfg", {}).get("classifier", "head.fc") + ".weight"
+    theirs = _expand(model, entry.paddle_keymap(model), src).get(ours, ("",))[0]
+    t = src.get(theirs)
+    return int(t.shape[1]) if t is not None and t.ndim == 2 else None
 
 
 def paddle_to_torch(

@@ -1,0 +1,172 @@
+"""ExecuTorch (``.pte``, XNNPACK delegate) and LiteRT (``.tflite``): one width of every family exported and checked
+against eager PyTorch on the bundled photos; fp16 and int8 (each engine's own quantizer, calibrated on real images)
+on a network trained on real CIFAR-10 images; metadata, broken files; LiteRT int8 on an emulated CPU without VNNI.
+(``tests/test_runtime.py::test_every_engine...`` runs both through ``runtime.load`` by name, ``auto`` and an export
+folder.)"""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import mobilezoo as mz
+from mobilezoo import backends, runtime
+from mobilezoo.backends import artifact
+from mobilezoo.data import load_image
+from mobilezoo.export import check_export, export
+from mobilezoo.measure.gate import check
+from mobilezoo.quant import calibration_images, quantize_ptq
+from mobilezoo.train import build_eval_loader, model_from_checkpoint
+
+from .conftest import DATA
+from .test_runtime import PHOTOS, calibrated
+
+ENGINES = ("executorch", "litert")
+FAMILIES = [  # one width of every family (MobileNetV3_large: test_runtime's every-engine test)
+    "MobileNetV1_x0_25",
+    "MobileNetV2_x0_25",
+    "MobileNetV3_small_x0_35",
+    "ShuffleNetV1_g3_x0_5",
+    "ShuffleNetV2_x0_25",
+    "GhostNet_x0_5",
+]
+
+
+def _engine(name: str):
+    eng = backends.get(name)
+    if eng.available() is not None:
+        pytest.skip(eng.available())  # a failure under scripts/test.sh (MOBILEZOO_TESTS_STRICT)
+    return eng
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILEZOO_HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_registered_for_export_quantize_auto_and_bench(engine):
+    """The registry is the only list: export formats, quantize toolchains, auto's candidates, the full benchmark."""
+    from mobilezoo.quant import TOOLCHAINS
+    from mobilezoo.runtime.auto import candidates_for
+
+    eng = _engine(engine)
+    assert eng.format in backends.formats() and engine in backends.quantizers() and engine in TOOLCHAINS
+    assert engine in candidates_for("fp32", "cpu") and engine not in candidates_for("bf16", "cpu")
+    assert engine in backends.bench_defaults(full=True) and engine not in backends.bench_defaults()
+    assert eng.unsupported("int8", "cpu") is None and "runs on cpu" in eng.unsupported("fp32", "cuda")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_width_per_family_gives_eager_top5_on_the_photos(engine, name, tmp_path):
+    eng = _engine(engine)
+    model = calibrated(name)
+    path = export(model, eng.format, tmp_path)  # what `mobilezoo export --format` calls
+    assert path.name == f"{name}{eng.suffix}"
+    meta = artifact.read_metadata(path)
+    assert meta["model_name"] == name and len(meta["class_names"]) == 1000 and meta["precision"] == "fp32"
+    assert meta["preprocess"]["crop_size"] == 224
+    assert artifact.sidecar(path).is_file() == (engine == "executorch")  # LiteRT keeps it inside the .tflite
+    chk = check_export(model, path, [load_image(p) for p in PHOTOS])  # 6 photos: 6 calls of the batch-1 graph
+    assert chk.backend == engine
+    assert chk.max_abs_diff < 1e-3 * chk.max_abs_logit and chk.top5_agreement == 1.0, chk.line()
+    rt = runtime.load(path, threads=1)
+    ref = runtime.load(model, backend="torch")
+    assert rt.backend == engine and rt.model_name == name
+    assert [p.indices for p in rt.predict(PHOTOS)] == [p.indices for p in ref.predict(PHOTOS)]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def built(request, trained, tmp_path_factory):
+    """fp32, fp16 and int8 artifacts of the trained network (conftest.py: ShuffleNetV2 briefly trained on real CIFAR
+    images) on one engine, and the CIFAR test images."""
+    eng = _engine(request.param)
+    data, ckpt = trained
+    model = model_from_checkpoint(ckpt)
+    pre = mz.data.eval_preprocess(model)
+    out = tmp_path_factory.mktemp(request.param)
+    calib = calibration_images(data / "train", pre, n=64)
+    q = quantize_ptq(model, calib, out / "int8", toolchain=request.param)
+    fp16 = eng.export(model, out / "fp16", precision="fp16", input_size=32)
+    loader = build_eval_loader(mz.data.datasets.open_split(data, "eval"), pre, "memory", torch.device("cpu"), False)
+    x = torch.cat([b[0] for b in loader])
+    with torch.no_grad():
+        ref = model(x)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return SimpleNamespace(
+        engine=eng, fp32=q.fp32, int8=q.int8, fp16=fp16, x=x, ref=ref, calib=len(calib), weights=weights, linear=linear
+    )
+
+
+def test_fp16_artifact_is_half_precision_and_agrees(built):
+    rt = runtime.load(built.fp16, threads=1)
+    assert rt.backend == built.engine.name and rt.precision == "fp16"
+    saved = artifact.artifact_bytes(built.fp32) - artifact.artifact_bytes(built.fp16)
+    if built.engine.name == "litert":  # every conv/linear weight stored in 2 bytes instead of 4
+        assert saved > 1.8 * built.weights
+    else:  # a half program (fp16 input, fp16 arithmetic); ExecuTorch 1.5.1's XNNPACK serializer keeps convolution
+        # weights in fp32 (op_conv2d: force_fp32), so only the classifier's weights halve
+        assert "[1, 3, 32, 32]" in rt.session.note and rt.session.prepare(built.x[:1])[0][0].dtype == torch.float16
+        assert 1.8 * built.linear < saved < 0.5 * built.weights
+    got = rt(built.x)
+    assert check(built.ref, got, "fp16").ok, check(built.ref, got, "fp16").message
+    assert (got.argmax(1) == built.ref.argmax(1)).float().mean() >= 0.95
+
+
+def test_int8_artifact_runs_on_its_engine_and_agrees_with_fp32(built):
+    rt8 = runtime.load(built.int8)
+    assert rt8.backend == built.engine.name and rt8.precision == "int8"
+    assert rt8.class_names[:2] == ["airplane", "automobile"]
+    q = artifact.read_metadata(built.int8)["quantization"]
+    assert q["calibration_images"] == built.calib and q["saturation_safe"] is True
+    saved = artifact.artifact_bytes(built.fp32) - artifact.artifact_bytes(built.int8)
+    assert saved > 2.5 * built.weights  # every conv/linear weight in 1 byte instead of 4 (+ scales, int32 biases)
+    got = rt8(built.x)
+    cos = torch.nn.functional.cosine_similarity(built.ref, got, dim=1)
+    assert cos.min() > 0.9, cos.min()  # as tests/test_quant.py asks of ONNX Runtime's int8
+    assert (got.argmax(1) == built.ref.argmax(1)).float().mean() >= 0.9
+    fp32 = runtime.load(built.fp32, threads=1)(built.x)
+    assert check(built.ref, fp32, "fp32").ok  # and the same engine's fp32 artifact beside it
+
+
+def test_litert_int8_is_full_integer_and_exact_without_vnni(built, tmp_path):
+    """The int8 .tflite takes and gives int8 tensors; an AVX2 CPU without VNNI (emulated) computes exactly what this
+    one does: XNNPACK widens int8 to 16 bits before it multiplies, no saturating pair sums."""
+    if built.engine.name != "litert":
+        pytest.skip("LiteRT's interpreter imports without torch: emulation is practical for it only")
+    from ai_edge_litert.interpreter import Interpreter
+    from scripts.emulate_int8 import run_emulated, run_native
+
+    interp = Interpreter(model_path=str(built.int8))
+    assert interp.get_input_details()[0]["dtype"] == np.int8 and interp.get_output_details()[0]["dtype"] == np.int8
+    x = built.x[:8].numpy()
+    native, emulated = run_native("litert", built.int8, x), run_emulated("litert", built.int8, x, tmp_path)
+    assert np.abs(native - emulated).max() <= 1e-6 * np.abs(native).max()
+    assert torch.allclose(runtime.load(built.int8)(built.x[:8]), torch.from_numpy(native), atol=1e-6)
+
+
+def test_metadata_travels_and_broken_files_get_one_line(built, tmp_path):
+    eng = built.engine
+    alone = tmp_path / "alone" / built.fp32.name
+    alone.parent.mkdir()
+    shutil.copy(built.fp32, alone)  # the file without its sidecar
+    rt = runtime.load(alone, threads=1)
+    if eng.name == "litert":  # the metadata is inside the .tflite
+        assert rt.model_name == "ShuffleNetV2_x0_5" and rt.class_names[:2] == ["airplane", "automobile"]
+        assert rt.preprocess.crop_size == 32
+    else:  # ExecuTorch's lives in the sidecar: without it, the name from the file and the ImageNet defaults
+        assert artifact.sidecar(built.fp32).is_file() and rt.model_name == "ShuffleNetV2_x0_5"
+    jpeg = tmp_path / f"photo{eng.suffix}"
+    shutil.copy(DATA / "images" / "cat.jpg", jpeg)
+    cut = tmp_path / f"cut{eng.suffix}"
+    cut.write_bytes(built.fp32.read_bytes()[: built.fp32.stat().st_size // 2])
+    for bad, why in ((jpeg, "not an ExecuTorch program|not a LiteRT model"), (cut, "truncated")):
+        with pytest.raises(artifact.ArtifactError, match=why) as e:
+            runtime.load(bad)
+        assert "\n" not in str(e.value)
