@@ -715,7 +715,7 @@ import contextlib, io, sys
 from mobilezoo.cli import build_parser
 out = io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-    build_parser().parse_args(["serve", "--help"])
+    build_parser("serve").parse_args(["serve", "--help"])
 print(sorted(m for m in ("fastapi", "uvicorn", "starlette") if m in sys.modules), "--max-batch" in out.getvalue())
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -6,11 +6,12 @@ converted for ``batch_size``): another batch size runs as consecutive calls of t
 reshapes, ShuffleNet's channel shuffle among them, are fixed to its batch, so resizing the input is not safe).
 
 Metadata lives inside the file, in the flatbuffer's ``metadata`` table (entry ``mobilezoo``, JSON), so the one
-``.tflite`` is what ships to a phone. fp16 stores the weights as float16 (``ai-edge-quantizer``'s float casting;
-XNNPACK computes in fp32 here, in fp16 where the phone's CPU has it). int8 is full-integer: litert-torch's PT2E
-quantizer (int8 weights per output channel, int8 activations per tensor, histogram ranges), calibrated on real
-images; its input and output are int8 tensors with their scale and zero point, which the session applies. XNNPACK's
-int8 kernels widen to 16 bits before they multiply: the same answer with or without VNNI (``target`` is recorded)."""
+``.tflite`` is what ships to a phone. fp16 stores the weights as float16 (``ai-edge-quantizer``'s float casting: half
+the file; the interpreter dequantizes them when it prepares the model and computes in fp32). int8 is full-integer:
+litert-torch's PT2E quantizer (int8 weights per output channel, int8 activations per tensor, histogram ranges),
+calibrated on real images; its input and output are int8 tensors with their scale and zero point, which the session
+applies. XNNPACK's int8 kernels widen to 16 bits before they multiply: the same answer with or without VNNI
+(``target`` is recorded; tested on an emulated AVX2 CPU)."""
 
 from __future__ import annotations
 
