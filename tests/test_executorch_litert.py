@@ -171,3 +171,19 @@ def test_litert_int8_is_full_integer_and_exact_without_vnni(built, tmp_path):
     native, emulated = run_native("litert", built.int8, x), run_emulated("litert", built.int8, x, tmp_path)
     assert np.abs(native - emulated).max() <= 1e-6 * np.abs(native).max()
     assert torch.allclose(runtime.load(built.int8)(built.x[:8]), torch.from_numpy(native), atol=1e-6)
+
+
+def test_executorch_sessions_with_different_thread_counts_interleave(tmp_path):
+    """XNNPACK's thread pool is one per process and a loaded ExecuTorch program keeps a pointer into it: resizing the
+    pool under a live program crashed the process (SIGSEGV on its next call; how `auto` crashed CI when a 1-thread and
+    a default-thread session met). Sessions of 1 and 2 threads, called in turn, all give eager's answer."""
+    _engine("executorch")
+    model = mz.create_model("ShuffleNetV2_x0_25", weights="random", num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(x)
+    path = export(model, "executorch", tmp_path, input_size=64)
+    one, two = runtime.load(path, threads=1), runtime.load(path, threads=2)
+    for rt in (one, two, one, two, one):
+        g = check(ref, rt(x), "fp32")
+        assert g.ok, g.message

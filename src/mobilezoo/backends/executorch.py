@@ -6,19 +6,22 @@ int8 activations per tensor, histogram ranges), calibrated on real images. No fp
 1.5.1's fp16 programs crash this process on x86 for ShuffleNetV2 and GhostNet, so they could not be checked before
 they ship, and its XNNPACK serializer keeps convolution weights in fp32 anyway (``op_conv2d``: ``force_fp32``).
 
-A program has the static input shape it was exported with (batch 1 for a file; a model opened in memory is exported
-for ``batch_size``): another batch size runs as consecutive calls of that shape. Threads: XNNPACK's thread pool is
-one per process (``_unsafe_reset_threadpool``); a session sets it to its own count before it runs when another
-session changed it. XNNPACK's int8 kernels widen to 16 bits before they multiply, so an int8 program gives the same
-answer on every x86 CPU, VNNI or not (no saturating pair sums; ``target`` is recorded, the weights are 8-bit either
-way; verified under emulation for LiteRT's XNNPACK build, not for this one: ExecuTorch's runtime imports torch,
-which is too slow to run under qemu)."""
+A program has the static input shape it was exported with (batch 1 for a file; a model opened in memory is exported for
+``batch_size``): another batch size runs as consecutive calls of that shape. Threads: XNNPACK's thread pool is one per
+process and a loaded program keeps the one it was loaded with, so a session that needs another thread count releases
+every live program, resizes the pool and loads them again (:class:`_Program`; sessions alternating between thread counts
+pay a reload each time, sessions used from several threads at once are not supported). XNNPACK's int8 kernels widen to
+16 bits before they multiply, so an int8 program gives the same answer on every x86 CPU, VNNI or not (no saturating pair
+sums; ``target`` is recorded, the weights are 8-bit either way; verified under emulation for LiteRT's XNNPACK build, not
+for this one: ExecuTorch's runtime imports torch, which is too slow to run under qemu)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import tempfile
+import weakref
 from pathlib import Path
 from typing import ClassVar
 
@@ -160,22 +163,54 @@ class ExecuTorchBackend(Backend):
         return _session(data, artifact, precision, threads)
 
 
+class _Program:
+    """A loaded program that can be loaded again. XNNPACK's thread pool is one per process, and a loaded program keeps
+    a pointer to the pool it was loaded with: resizing the pool (``_unsafe_reset_threadpool``) under a loaded program
+    crashes it (SIGSEGV, abort, or a hang on its next call). :func:`_use_threads` therefore releases every live
+    program, resizes the pool, and loads them again."""
+
+    def __init__(self, data: bytes | str) -> None:
+        self.data = data
+        self.program = self.method = None
+        self.load()
+        _LIVE.add(self)
+
+    def load(self) -> None:
+        with quiet():  # the runtime's cpuinfo chatter on first use
+            from executorch.runtime import Runtime
+
+            self.program = Runtime.get().load_program(self.data)
+            self.method = self.program.load_method("forward")
+
+    def release(self) -> None:
+        self.program = self.method = None
+
+
+_LIVE: weakref.WeakSet[_Program] = weakref.WeakSet()
+
+
+def _use_threads(n: int) -> None:
+    """Size the process's XNNPACK thread pool to ``n`` threads, every live program released first and loaded after."""
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() == n:
+        return
+    live = list(_LIVE)
+    for prog in live:
+        prog.release()
+    gc.collect()
+    with quiet():  # "Resetting threadpool to N threads"
+        portable_lib._unsafe_reset_threadpool(n)
+    for prog in live:
+        prog.load()
+
+
 def _session(data: bytes | str, artifact: str, precision: str, threads: int | None) -> Session:
     want = threads or torch.get_num_threads()
-    with quiet():  # the runtime's cpuinfo chatter on first use
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        program = Runtime.get().load_program(data)
-        method = program.load_method("forward")
-
-    def pool() -> None:  # one thread pool per process: set it to this session's count when another changed it
-        if portable_lib._threadpool_get_thread_count() != want:
-            with quiet():  # "Resetting threadpool to N threads", cpuinfo's notes
-                portable_lib._unsafe_reset_threadpool(want)
-
-    pool()
-    meta = program.metadata("forward").input_tensor_meta(0)
+    with quiet():
+        _use_threads(want)  # before this program is loaded: it keeps the pool it is loaded with
+    prog = _Program(data)
+    meta = prog.program.metadata("forward").input_tensor_meta(0)
     shape = tuple(meta.sizes())
     dtype = torch.float16 if meta.dtype() == 5 else torch.float32  # ScalarType 5: Half
     batch = shape[0]
@@ -190,14 +225,13 @@ def _session(data: bytes | str, artifact: str, precision: str, threads: int | No
         return [c.contiguous() for c in x.split(batch)], n
 
     def run(native: tuple[list[torch.Tensor], int]) -> torch.Tensor:
-        pool()
+        _use_threads(want)  # another session with another thread count may have resized the pool
         chunks, n = native
-        outs = [method.execute([c])[0] for c in chunks]
+        outs = [prog.method.execute([c])[0] for c in chunks]
         return (outs[0] if len(outs) == 1 else torch.cat(outs))[:n]
 
     note = f"threads {want}, program input {list(shape)}"
-    return Session("executorch", precision, "cpu", run, prepare, to_torch, artifact=artifact, note=note,
-                   keep=[program, method])  # fmt: skip
+    return Session("executorch", precision, "cpu", run, prepare, to_torch, artifact=artifact, note=note, keep=[prog])
 
 
 BACKEND = ExecuTorchBackend()

@@ -376,7 +376,7 @@ def run_bench(
                         on_result(row)
                     bar.advance()
                 if name in models:
-                    for key in ("onnx-fp32", "onnx-int8", "ncnn-fp32"):
+                    for key in dict.fromkeys(("onnx-fp32", "onnx-int8", "ncnn-fp32", *artifacts.export_s)):
                         models[name][f"{key}_bytes"] = artifacts.size_bytes(key)
                     models[name]["export_s"] = {k: round(v, 2) for k, v in artifacts.export_s.items()}
             finally:

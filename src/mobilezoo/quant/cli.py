@@ -73,6 +73,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         },
         "target": args.target,
     }
+    if args.method == "ptq":  # the ranges the toolchain actually estimated (its own, for an engine's quantizer)
+        from ..backends.artifact import read_metadata
+
+        q = read_metadata(res.int8).get("quantization") or {}
+        report["calibration"]["method"] = q.get("calibration", args.calibration)
     if args.method == "qat":
         report["calibration"]["method"] = "moving-average min/max"
         report["qat_run"], report["qat_best_top1"] = str(res.run), res.best_top1
