@@ -201,3 +201,19 @@ def test_artifacts_are_checked_by_content_before_an_engine_sees_them(tmp_path, c
         assert main(["predict", str(DATA / "images" / "cat.jpg"), "--artifact", str(path)]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_engine_chatter_is_silenced_where_stdout_is_not_file_descriptor_1(capsys):
+    """Converters print progress from Python (litert-torch's "[START] LiteRT-Torch Convert") as well as from C++:
+    where sys.stdout is not fd 1 (Jupyter, pytest's capture, a server's log redirect) that chatter once landed in
+    `predict --json`'s output. Inside ``quiet()`` neither level reaches the caller's streams."""
+    import sys
+
+    from mobilezoo.backends import quiet
+
+    with quiet():
+        print("(00:00) [START] LiteRT-Torch Convert")
+        print("a warning", file=sys.stderr)
+    print("after")
+    out, err = capsys.readouterr()
+    assert out == "after\n" and err == ""

@@ -196,9 +196,12 @@ def quiet() -> Iterator[None]:
     try:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        with warnings.catch_warnings():
+        # and at the Python level: where sys.stdout is not file descriptor 1 (Jupyter, pytest's capture, a server's
+        # log redirect) a converter's print() (litert-torch's progress lines) would otherwise land in the output
+        with warnings.catch_warnings(), open(os.devnull, "w") as null:
             warnings.simplefilter("ignore")
-            yield
+            with contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
