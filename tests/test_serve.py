@@ -449,6 +449,32 @@ def test_serves_an_onnx_artifact_with_batching(tmp_path_factory, ckpt, reference
         s.stop()
 
 
+@pytest.mark.parametrize("engine", ["executorch", "litert", "mnn"])
+def test_serves_a_phone_engines_artifact(engine, tmp_path_factory, ckpt, reference):
+    """``--artifact`` of each phone engine that runs here (ExecuTorch ``.pte``, LiteRT ``.tflite``, MNN ``.mnn``):
+    its engine behind the same API, the same top-5 as the runtime API on eager PyTorch."""
+    from mobilezoo import backends
+    from mobilezoo.export import export
+    from mobilezoo.runtime import load_checkpoint_model
+
+    eng = backends.get(engine)
+    if eng.available() is not None:
+        pytest.skip(eng.available())  # a failure under scripts/test.sh (MOBILEZOO_TESTS_STRICT)
+    with one_torch_thread():
+        path = export(load_checkpoint_model(MODEL, ckpt), eng.format, tmp_path_factory.mktemp(engine))
+    s = Server(["--artifact", str(path), "--threads", "1", "--no-access-log"],
+               tmp_path_factory.mktemp(f"{engine}-server") / "server.log")  # fmt: skip
+    try:
+        (m,) = s.client.get("/v1/models").json()["models"]
+        assert m["backend"] == engine and m["name"] == MODEL
+        for p in photos():
+            r = s.client.post("/v1/classify", files={"file": (p.name, p.read_bytes(), "image/jpeg")})
+            assert r.status_code == 200, r.text[:300]
+            assert_same_topk(r.json()["predictions"][0], reference[p.name], tol=1e-3)
+    finally:
+        s.stop()
+
+
 # -- point 3: each bad input, its exact status and a message ----------------------------------------------------------
 def _detail(r) -> str:
     d = r.json()["detail"] if hasattr(r, "json") else json.loads(r.body)["detail"]
