@@ -1,0 +1,147 @@
+"""Training one study model with the training engine: the recipe (``--recipe`` with ``-o`` overrides), its epochs
+fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
+
+Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (the first one,
+with its one-off costs, left out of the timing); ``epochs = floor(budget x steps/s / steps per epoch)`` (at least 1)
+and the warm-up is capped at :data:`WARMUP_SHARE` of them, so the cosine schedule reaches zero at the budget.
+Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
+split is never used to pick a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..train import Recipe, TrainConfig, TrainingInterrupted, fit, load_recipe, parse_overrides
+from .plan import Settings
+
+__all__ = ["WARMUP_SHARE", "budget_recipe", "probe_speed", "study_recipe", "train_model"]
+
+WARMUP_SHARE = 0.15
+"""The largest share of a budget-fitted run spent in the linear warm-up."""
+
+
+def study_recipe(settings: Settings, name: str) -> Recipe:
+    """The recipe ``name`` trains with before any budget fit: ``--recipe``, ``-o`` overrides, ``--epochs``; one
+    evaluation, after the last epoch, unless the overrides set ``eval_every``."""
+    r = load_recipe(settings.recipe, name, settings.overrides)
+    if settings.epochs is not None:
+        r = r.with_overrides({"epochs": settings.epochs})
+    if "eval_every" not in parse_overrides(settings.overrides):
+        r = r.with_overrides({"eval_every": r.epochs})
+    return r
+
+
+class _StepClock:
+    """A ``model_transform`` that timestamps every training-mode forward (one per step without accumulation)."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+
+    def __call__(self, model):
+        model.register_forward_pre_hook(self._tick)
+        return model
+
+    def _tick(self, module, _args) -> None:
+        if module.training:
+            self.ticks.append(time.perf_counter())
+
+
+def _steps_per_epoch(settings: Settings, recipe: Recipe) -> int:
+    from ..data.datasets import open_split
+    from ..train.loader import GlobalBatchSampler
+
+    n = len(open_split(settings.data, "train"))
+    return GlobalBatchSampler(n, recipe.batch_size, recipe.seed).steps_per_epoch()
+
+
+def probe_speed(name: str, settings: Settings, recipe: Recipe, workdir: Path) -> dict[str, Any]:
+    """Training steps per second of ``name`` under ``recipe`` here, from ``settings.probe_steps`` real steps."""
+    clock = _StepClock()
+    probe = recipe.with_overrides({"epochs": 10_000, "eval_every": 10_000})  # no evaluation inside the probe
+    tmp = Path(tempfile.mkdtemp(prefix=".probe-", dir=workdir))
+    cfg = TrainConfig(name, settings.data, tmp, probe, device=settings.device, max_steps=settings.probe_steps,
+                      progress=False, tensorboard=False, model_transform=clock)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        fit(cfg)
+    except TrainingInterrupted as e:
+        if not str(e).startswith("max_steps="):  # a signal, not the probe's end: the study stops
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ticks = clock.ticks[:: max(1, recipe.accum_steps)]
+    if len(ticks) < 3:
+        raise RuntimeError(f"{name}: the speed probe saw {len(ticks)} training steps; raise --probe-steps")
+    rate = (len(ticks) - 2) / max(1e-9, ticks[-1] - ticks[1])  # the first step (one-off costs) left out
+    return {"steps": len(ticks), "steps_per_s": rate, "img_per_s": rate * recipe.batch_size,
+            "probe_wall_s": time.perf_counter() - t0}  # fmt: skip
+
+
+def budget_recipe(recipe: Recipe, budget_s: float, steps_per_s: float, steps_per_epoch: int) -> tuple[Recipe, dict]:
+    """``recipe`` with the epochs (and warm-up) that fill ``budget_s`` of training at ``steps_per_s``; and the
+    plan: the epochs, the training time they should take, whether even one epoch fits."""
+    fits = budget_s * steps_per_s / steps_per_epoch
+    epochs = max(1, math.floor(fits))
+    warmup = min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+    fitted = recipe.with_overrides({"epochs": epochs, "warmup_epochs": warmup, "eval_every": epochs})
+    plan = {
+        "epochs": epochs,
+        "warmup_epochs": warmup,
+        "steps_per_epoch": steps_per_epoch,
+        "planned_train_s": epochs * steps_per_epoch / steps_per_s,
+        "epochs_in_budget": fits,
+        "over_budget": fits < 1,
+    }
+    return fitted, plan
+
+
+def plan_model(name: str, settings: Settings, workdir: Path) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe ``name`` trains with and the plan recorded in the study state (with the probe's speed)."""
+    recipe = study_recipe(settings, name)
+    spe = _steps_per_epoch(settings, recipe)
+    if settings.budget_min is None:
+        return recipe, {"epochs": recipe.epochs, "steps_per_epoch": spe}
+    speed = probe_speed(name, settings, recipe, workdir)
+    fitted, plan = budget_recipe(recipe, settings.budget_min * 60, speed["steps_per_s"], spe)
+    return fitted, {**plan, "probe": speed}
+
+
+def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume exactly from ``run_dir/last.ckpt``) to the end of ``recipe``; the training record: final
+    test-split top-1/top-5, training time (epochs' own time, no evaluation), images/s, device."""
+    last = run_dir / "last.ckpt"
+    cfg = TrainConfig(name, settings.data, run_dir, recipe, device=settings.device,
+                      resume=last if last.is_file() else None, tensorboard=False)  # fmt: skip
+    t0 = time.perf_counter()
+    res = fit(cfg)
+    hist = res.history
+    final = hist[-1]
+    train_s = sum(r.get("epoch_time_s", 0.0) for r in hist)
+    return {
+        "top1": final.get("top1"),
+        "top5": final.get("top5"),
+        "epochs": len(hist),
+        "train_time_s": train_s,
+        "img_per_s": sum(r.get("img_s", 0.0) * r.get("epoch_time_s", 0.0) for r in hist) / max(1e-9, train_s),
+        "final_loss": final.get("train_loss"),
+        "wall_s_this_run": time.perf_counter() - t0,
+        "device": _device_name(settings.device),
+        "checkpoint": str(res.last),
+        "recipe": recipe.to_dict(),
+    }
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    from ..measure.machine import cpu_model
+
+    if device != "cpu" and torch.cuda.is_available() and (device == "auto" or device.startswith("cuda")):
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
