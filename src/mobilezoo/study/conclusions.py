@@ -120,7 +120,8 @@ def _reason(c: Claim, win: dict, mine: dict, col: str, ctx: dict[str, Any]) -> s
     if set(ctx["models"]) != set(STUDY_MODELS):
         parts.append(f"this run's {len(ctx['models'])} models are not the seed's eleven (widths differ)")
     if c.key != "pareto_king" and win is not mine:
-        parts.insert(0, f"{win['model']} ({win['family']}) beats the best {'/'.join(c.families)}, {mine['model']}")
+        verb = "ties with" if _v(win, col) == _v(mine, col) else "beats"
+        parts.insert(0, f"{win['model']} ({win['family']}) {verb} the best {'/'.join(c.families)}, {mine['model']}")
     return "; ".join(parts)
 
 

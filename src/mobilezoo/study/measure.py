@@ -43,10 +43,12 @@ def _calibration(settings: Settings, model, n: int) -> torch.Tensor:
 
 
 def _file_sizes(model, calib: torch.Tensor, workdir: Path) -> dict[str, Any]:
+    from ..backends import quiet
     from ..backends.artifact import artifact_bytes
     from ..quant import quantize_ptq
 
-    q = quantize_ptq(model, calib, workdir / "int8")
+    with quiet():  # the converters' notices
+        q = quantize_ptq(model, calib, workdir / "int8")
     return {"onnx_fp32_bytes": artifact_bytes(q.fp32), "onnx_int8_bytes": artifact_bytes(q.int8)}
 
 
