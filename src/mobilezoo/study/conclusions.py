@@ -6,7 +6,6 @@ model set)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,16 +37,35 @@ CLAIMS = (
     Claim("most_accurate", "MobileNetV2 is the most accurate on CIFAR-10", ("MobileNetV2",), TOP1, False, "accuracy"),
     Claim("fewest_params", "ShuffleNetV2 has the fewest parameters", ("ShuffleNetV2",), "params (M)", True, "cost"),
     Claim("least_memory", "ShuffleNetV2 uses the least memory", ("ShuffleNetV2",), "peak act (MB)", True, "cost"),
-    Claim("smallest_file", "ShuffleNetV2 has the smallest model file", ("ShuffleNetV2",), "ONNX fp32 (MB)", True,
-          "cost"),  # fmt: skip
+    Claim(
+        "smallest_file", "ShuffleNetV2 has the smallest model file", ("ShuffleNetV2",), "ONNX fp32 (MB)", True, "cost"
+    ),
     Claim("fastest", "ShuffleNetV2 is the fastest", ("ShuffleNetV2",), _LAT, True, "latency"),
-    Claim("fewest_flops", "MobileNetV3 and GhostNet have the fewest FLOPs", ("MobileNetV3", "GhostNet"),
-          "FLOPs=2xMACs (M)", True, "cost"),  # fmt: skip
-    Claim("disappointing", "MobileNetV3 and GhostNet disappoint on CIFAR-10 (less accurate than the others)",
-          ("MobileNetV3", "GhostNet"), TOP1, False, "accuracy"),  # fmt: skip
+    Claim(
+        "fewest_flops",
+        "MobileNetV3 and GhostNet have the fewest FLOPs",
+        ("MobileNetV3", "GhostNet"),
+        "FLOPs=2xMACs (M)",
+        True,
+        "cost",
+    ),
+    Claim(
+        "disappointing",
+        "MobileNetV3 and GhostNet disappoint on CIFAR-10 (less accurate than the others)",
+        ("MobileNetV3", "GhostNet"),
+        TOP1,
+        False,
+        "accuracy",
+    ),
     Claim("slowest", "MobileNetV2 and GhostNet are the slowest", ("MobileNetV2", "GhostNet"), _LAT, False, "latency"),
-    Claim("pareto_king", "ShuffleNetV2 is the best on latency vs accuracy (the Pareto front)", ("ShuffleNetV2",),
-          _LAT, True, "latency"),  # fmt: skip
+    Claim(
+        "pareto_king",
+        "ShuffleNetV2 is the best on latency vs accuracy (the Pareto front)",
+        ("ShuffleNetV2",),
+        _LAT,
+        True,
+        "latency",
+    ),
     Claim("trains_fastest", "ShuffleNetV2 trains fastest", ("ShuffleNetV2",), "train img/s", False, "training"),
 )
 
@@ -140,8 +158,7 @@ def check_claims(rows: list[dict[str, Any]], ctx: dict[str, Any]) -> list[dict[s
         elif not fams - set(c.families):
             row["this run measured"] = f"only {'/'.join(sorted(fams))} measured: nothing to compare with"
         else:
-            check: Callable = _pareto if c.key == "pareto_king" else lambda rs, cl: _standard(c, rs, cl)
-            measured, holds, win, mine = check(have, col)
+            measured, holds, win, mine = _pareto(have, col) if c.key == "pareto_king" else _standard(c, have, col)
             row.update({"this run measured": measured, "verdict": AGREE if holds else DISAGREE})
             if not holds:
                 row["why"] = _reason(c, win, mine, col, ctx)

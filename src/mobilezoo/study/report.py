@@ -143,8 +143,10 @@ def write_report(state: State) -> dict[str, Path]:
         ("Conventions", "lines", [CONVENTIONS]),
         ("The seven dimensions", "table", (rows, None)),
         ("The seed's conclusions, checked against this run", "table", (claims, None)),
-        *[(f"Latency at {x}x{x} per engine (median ms; ~ = noisy)", "table", (latency_table(doc, x), None))
-          for x in s["sizes"]],  # fmt: skip
+        *[
+            (f"Latency at {x}x{x} per engine (median ms; ~ = noisy)", "table", (latency_table(doc, x), None))
+            for x in s["sizes"]
+        ],
         ("Training", "table", (_training_rows(doc), None)),
         ("Plots", "plots", plots),
         ("Problems: wrong answers and errors", "table", (_problems(doc), None)),

@@ -18,7 +18,7 @@ def _mb(v: float | None) -> float | None:
 def latency_rows(state_doc: dict[str, Any], size: int | None = None) -> list[dict[str, Any]]:
     """Every benchmark row of the finished models (at ``size`` only, when given), with the model's family."""
     out = []
-    for name, rec in state_doc["models"].items():
+    for rec in state_doc["models"].values():
         m = rec.get("measure") or {}
         for r in m.get("latency", []):
             if size is None or r["input_size"] == size:
