@@ -97,8 +97,9 @@ def test_resume_finishes_without_retraining_the_finished_model(study):
 
 def test_every_output_file_and_the_measured_dimensions(study):
     out = study["out"]
-    for f in ("report.md", "report.html", "results.csv", "results.json", "latency.csv", "conclusions.csv",
-              "plots/top1_vs_latency_32.png", "plots/top1_vs_latency_224.png", "plots/top1_vs_macs.png"):  # fmt: skip
+    files = ["report.md", "report.html", "results.csv", "results.json", "latency.csv", "conclusions.csv"]
+    files += ["training.csv", "plots/top1_vs_latency_32.png", "plots/top1_vs_latency_224.png", "plots/top1_vs_macs.png"]
+    for f in files:
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["model"] for r in rows] == MODELS
@@ -153,3 +154,37 @@ def test_resume_of_a_folder_that_is_not_a_study(tmp_path, capsys):
     assert main(["study", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "is not a mobilezoo study (no study.json)" in err and len(err.splitlines()) == 1
+
+
+def _row(model: str, family: str, top1: float, ms: float, params: float, flops: float) -> dict:
+    return {"model": model, "family": family, "CIFAR-10 top-1 %": top1, "fastest fp32 @32 (ms)": ms,
+            "engine @32": "onnxruntime", "params (M)": params, "peak act (MB)": params, "ONNX fp32 (MB)": params * 4,
+            "FLOPs=2xMACs (M)": flops, "MACs (M)": flops / 2, "mem access (MB)": ms * 10, "train img/s": 1 / ms,
+            "device": "cpu"}  # fmt: skip
+
+
+def test_conclusions_follow_the_numbers_of_all_four_families():
+    from mobilezoo.study.conclusions import check_claims
+
+    rows = [  # the seed's picture: MobileNetV2 most accurate, ShuffleNetV2 small and fast, GhostNet slow
+        _row("ShuffleNetV2_x1_0", "ShuffleNetV2", 90.0, 1.0, 1.3, 290),
+        _row("MobileNetV2_x1_0", "MobileNetV2", 92.0, 3.0, 2.2, 600),
+        _row("MobileNetV3_small_x1_0", "MobileNetV3", 85.0, 1.5, 1.5, 110),
+        _row("GhostNet_x1_0", "GhostNet", 86.0, 4.0, 3.9, 280),
+    ]
+    ctx = {
+        "settings": {"budget_min": 8.0},
+        "size": 32,
+        "cpu": "a CPU",
+        "epochs": "5",
+        "models": [r["model"] for r in rows],
+    }
+    verdicts = {c["claim (seed)"]: c["verdict"] for c in check_claims(rows, ctx)}
+    assert set(verdicts.values()) == {"agree"}, verdicts
+    rows[2]["fastest fp32 @32 (ms)"] = 0.5  # MobileNetV3 now the fastest: two latency claims turn, with reasons
+    out = {c["claim (seed)"]: c for c in check_claims(rows, ctx)}
+    fastest = out["ShuffleNetV2 is the fastest"]
+    assert fastest["verdict"] == "disagree" and "MobileNetV3_small_x1_0" in fastest["this run measured"]
+    assert "ncnn on a Raspberry Pi 4B" in fastest["why"] and "memory access" in fastest["why"]
+    assert out["ShuffleNetV2 is the best on latency vs accuracy (the Pareto front)"]["verdict"] == "agree"  # tied
+    assert out["MobileNetV2 is the most accurate on CIFAR-10"]["verdict"] == "agree"

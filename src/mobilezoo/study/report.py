@@ -1,7 +1,8 @@
 """The study's report, rebuilt from ``study.json`` alone: ``report.md``, a self-contained ``report.html``,
 ``results.csv``/``results.json`` (one row per model), ``latency.csv`` (every engine at every input size),
-``conclusions.csv`` and ``plots/`` (top-1 vs latency with the Pareto front at each input size, top-1 vs MACs,
-latency vs MACs and vs memory access cost) — with :mod:`mobilezoo.bench.report`'s plots and page writer."""
+``conclusions.csv``, ``training.csv`` (what ``mobilezoo report --training-results`` reads) and ``plots/`` (top-1
+vs latency with the Pareto front at each input size, top-1 vs MACs, latency vs MACs and vs memory access cost) —
+with :mod:`mobilezoo.bench.report`'s plots and page writer."""
 
 from __future__ import annotations
 
@@ -91,6 +92,18 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _training_csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trained models in the format ``mobilezoo report --training-results`` reads (its CIFAR-10 column)."""
+    out = []
+    for name, rec in doc["models"].items():
+        t = rec.get("train")
+        if t:
+            out.append({"model": name, "top1": t["top1"], "top5": t["top5"], "epochs": t["epochs"],
+                        "train_time_s": round(t["train_time_s"], 1), "device": t["device"],
+                        "recipe": t["recipe"].get("name", "")})  # fmt: skip
+    return out
+
+
 def _plots(doc: dict[str, Any], rows: list[dict[str, Any]], plot_dir: Path) -> list[tuple[str, str, bytes]]:
     models = {n: r["measure"] for n, r in doc["models"].items() if r.get("status") == "done"}
     sizes = doc["settings"]["sizes"]
@@ -132,6 +145,7 @@ def write_report(state: State) -> dict[str, Path]:
         "results_csv": _write_csv(rows, out / "results.csv"),
         "latency_csv": _write_csv(latency_rows(doc), out / "latency.csv"),
         "conclusions_csv": _write_csv(claims, out / "conclusions.csv"),
+        "training_csv": _write_csv(_training_csv_rows(doc), out / "training.csv"),
     }
     doc_out = {"schema": doc["schema"], "settings": s, "machine": doc["machine"], "models": rows,
                "conclusions": claims, "training": _training_rows(doc), "latency": latency_rows(doc)}  # fmt: skip
