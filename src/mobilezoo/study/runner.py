@@ -58,7 +58,7 @@ def _guess_s(state: State) -> float | None:
     return b * 60 * 1.25 + 60 if b is not None else None
 
 
-def _one(state: State, i: int, name: str, bar: _Overall) -> None:
+def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None:
     s, guess = state.settings, _guess_s(state)
     if state.status(name) == "pending":
         bar.stage(i, name, "speed probe and plan" if s.budget_min is not None else "plan", guess)
@@ -71,7 +71,7 @@ def _one(state: State, i: int, name: str, bar: _Overall) -> None:
         planned = rec["plan"].get("planned_train_s")
         what = f"training {recipe.epochs} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")
         bar.stage(i, name, what + (", resumed from its last.ckpt" if resumed else ""), guess)
-        state.update(name, train=train_model(name, s, recipe, state.run_dir(name)), status="trained")
+        state.update(name, train=train_model(name, s, recipe, state.run_dir(name), progress), status="trained")
     if state.status(name) == "trained":
         bar.stage(i, name, "measuring (profile, ONNX fp32/int8, latency per engine)", guess)
         m = measure_model(name, state.run_dir(name) / "last.ckpt", s, state.out)
@@ -89,7 +89,7 @@ def run_study(state: State, *, progress: bool = True) -> dict[str, Path]:
         for i, name in enumerate(names, 1):
             if state.status(name) == "done":
                 continue
-            _one(state, i, name, bar)
+            _one(state, i, name, bar, progress)
             bar.finished()
             write_report(state)
     finally:

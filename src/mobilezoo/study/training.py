@@ -27,14 +27,27 @@ WARMUP_SHARE = 0.15
 
 
 def study_recipe(settings: Settings, name: str) -> Recipe:
-    """The recipe ``name`` trains with before any budget fit: ``--recipe``, ``-o`` overrides, ``--epochs``; one
-    evaluation, after the last epoch, unless the overrides set ``eval_every``."""
+    """The recipe ``name`` trains with before any budget fit: ``--recipe``, ``--override``s, ``--epochs`` (the
+    warm-up capped at :data:`WARMUP_SHARE` of them); one evaluation, after the last epoch. An override of
+    ``warmup_epochs`` or ``eval_every`` is kept as given."""
     r = load_recipe(settings.recipe, name, settings.overrides)
     if settings.epochs is not None:
-        r = r.with_overrides({"epochs": settings.epochs})
+        r = _fit_epochs(r, settings.epochs, settings)
     if "eval_every" not in parse_overrides(settings.overrides):
         r = r.with_overrides({"eval_every": r.epochs})
     return r
+
+
+def _fit_epochs(recipe: Recipe, epochs: int, settings: Settings) -> Recipe:
+    """``recipe`` for ``epochs`` epochs, its warm-up at most :data:`WARMUP_SHARE` of them (unless overridden), so
+    the cosine schedule runs even in a short run; evaluation at the end (unless overridden)."""
+    given = parse_overrides(settings.overrides)
+    over: dict[str, Any] = {"epochs": epochs}
+    if "warmup_epochs" not in given:
+        over["warmup_epochs"] = min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+    if "eval_every" not in given:
+        over["eval_every"] = epochs
+    return recipe.with_overrides(over)
 
 
 class _StepClock:
@@ -83,16 +96,17 @@ def probe_speed(name: str, settings: Settings, recipe: Recipe, workdir: Path) ->
             "probe_wall_s": time.perf_counter() - t0}  # fmt: skip
 
 
-def budget_recipe(recipe: Recipe, budget_s: float, steps_per_s: float, steps_per_epoch: int) -> tuple[Recipe, dict]:
-    """``recipe`` with the epochs (and warm-up) that fill ``budget_s`` of training at ``steps_per_s``; and the
-    plan: the epochs, the training time they should take, whether even one epoch fits."""
-    fits = budget_s * steps_per_s / steps_per_epoch
+def budget_recipe(
+    recipe: Recipe, settings: Settings, steps_per_s: float, steps_per_epoch: int
+) -> tuple[Recipe, dict[str, Any]]:
+    """``recipe`` with the epochs (and warm-up) that fill the budget of training at ``steps_per_s``; and the plan:
+    the epochs, the training time they should take, whether even one epoch fits."""
+    fits = settings.budget_min * 60 * steps_per_s / steps_per_epoch
     epochs = max(1, math.floor(fits))
-    warmup = min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
-    fitted = recipe.with_overrides({"epochs": epochs, "warmup_epochs": warmup, "eval_every": epochs})
+    fitted = _fit_epochs(recipe, epochs, settings)
     plan = {
         "epochs": epochs,
-        "warmup_epochs": warmup,
+        "warmup_epochs": fitted.warmup_epochs,
         "steps_per_epoch": steps_per_epoch,
         "planned_train_s": epochs * steps_per_epoch / steps_per_s,
         "epochs_in_budget": fits,
@@ -108,16 +122,16 @@ def plan_model(name: str, settings: Settings, workdir: Path) -> tuple[Recipe, di
     if settings.budget_min is None:
         return recipe, {"epochs": recipe.epochs, "steps_per_epoch": spe}
     speed = probe_speed(name, settings, recipe, workdir)
-    fitted, plan = budget_recipe(recipe, settings.budget_min * 60, speed["steps_per_s"], spe)
+    fitted, plan = budget_recipe(recipe, settings, speed["steps_per_s"], spe)
     return fitted, {**plan, "probe": speed}
 
 
-def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Train (or resume exactly from ``run_dir/last.ckpt``) to the end of ``recipe``; the training record: final
     test-split top-1/top-5, training time (epochs' own time, no evaluation), images/s, device."""
     last = run_dir / "last.ckpt"
     cfg = TrainConfig(name, settings.data, run_dir, recipe, device=settings.device,
-                      resume=last if last.is_file() else None, tensorboard=False)  # fmt: skip
+                      resume=last if last.is_file() else None, progress=progress, tensorboard=False)  # fmt: skip
     t0 = time.perf_counter()
     res = fit(cfg)
     hist = res.history
