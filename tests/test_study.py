@@ -188,3 +188,12 @@ def test_conclusions_follow_the_numbers_of_all_four_families():
     assert "ncnn on a Raspberry Pi 4B" in fastest["why"] and "memory access" in fastest["why"]
     assert out["ShuffleNetV2 is the best on latency vs accuracy (the Pareto front)"]["verdict"] == "agree"  # tied
     assert out["MobileNetV2 is the most accurate on CIFAR-10"]["verdict"] == "agree"
+
+
+def test_resume_keeps_the_recorded_settings(tmp_path, capsys):
+    from mobilezoo.study import Settings, State
+
+    State.create(tmp_path / "s", Settings(str(MINI), models=MODELS, budget_min=1.0).check(), machine={})
+    assert main(["study", "--resume", str(tmp_path / "s"), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "recorded settings: drop --epochs" in err and len(err.splitlines()) == 1

@@ -47,8 +47,11 @@ def _file_sizes(model, calib: torch.Tensor, workdir: Path) -> dict[str, Any]:
     from ..backends.artifact import artifact_bytes
     from ..quant import quantize_ptq
 
-    with quiet():  # the converters' notices
-        q = quantize_ptq(model, calib, workdir / "int8")
+    try:
+        with quiet():  # the converters' notices
+            q = quantize_ptq(model, calib, workdir / "int8")
+    except Exception as e:  # an exporter failing is a result (in the report's problems), not the study's end
+        return {"onnx_fp32_bytes": None, "onnx_int8_bytes": None, "file_size_error": f"{type(e).__name__}: {e}"[:300]}
     return {"onnx_fp32_bytes": artifact_bytes(q.fp32), "onnx_int8_bytes": artifact_bytes(q.int8)}
 
 

@@ -127,9 +127,16 @@ def _plots(doc: dict[str, Any], rows: list[dict[str, Any]], plot_dir: Path) -> l
 
 
 def _problems(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"model": r["model"], "input": r["input_size"], "engine": f"{r['backend']} {r['precision']}",
-             "status": r["status"], "detail": r.get("reason") or ""}
-            for r in latency_rows(doc) if r["status"] in ("wrong", "error")]  # fmt: skip
+    """Engines that answered wrong or failed, and file sizes that could not be measured."""
+    out = [{"model": r["model"], "input": r["input_size"], "engine": f"{r['backend']} {r['precision']}",
+            "status": r["status"], "detail": r.get("reason") or ""}
+           for r in latency_rows(doc) if r["status"] in ("wrong", "error")]  # fmt: skip
+    for name, rec in doc["models"].items():
+        err = (rec.get("measure") or {}).get("file_size_error")
+        if err:
+            out.append({"model": name, "input": "", "engine": "onnx export / int8 PTQ", "status": "error",
+                        "detail": err})  # fmt: skip
+    return out
 
 
 def write_report(state: State) -> dict[str, Path]:
