@@ -84,4 +84,4 @@ def measure_model(name: str, checkpoint: str | Path, settings: Settings, workdir
     finally:
         torch.set_num_threads(old)
     latency = _latency(name, model, settings, engines)
-    return {**info, **sizes, "profile_input_size": size, "latency": latency}
+    return {**info, **sizes, "latency": latency}

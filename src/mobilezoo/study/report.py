@@ -145,8 +145,11 @@ def write_report(state: State) -> dict[str, Path]:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     rows = model_rows(doc)
     s = doc["settings"]
-    ctx = {"settings": s, "size": s["sizes"][0], "cpu": doc["machine"].get("cpu_model") or "this CPU",
-           "epochs": _epochs_text(rows), "models": [r["model"] for r in rows]}  # fmt: skip
+    ctx = {"settings": s, "size": s["sizes"][0], "other_sizes": s["sizes"][1:],
+           "cpu": doc["machine"].get("cpu_model") or "this CPU",
+           "epochs": _epochs_text(rows), "models": [r["model"] for r in rows],
+           "small_input": any(m["train"]["recipe"].get("small_input") for m in doc["models"].values()
+                              if m.get("status") == "done")}  # fmt: skip
     claims = check_claims(rows, ctx)
     paths = {
         "results_csv": _write_csv(rows, out / "results.csv"),

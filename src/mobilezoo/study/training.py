@@ -60,8 +60,12 @@ class _StepClock:
         model.register_forward_pre_hook(self._tick)
         return model
 
-    def _tick(self, module, _args) -> None:
+    def _tick(self, module, args) -> None:
         if module.training:
+            if args and getattr(args[0], "is_cuda", False):  # the previous step's kernels done: steps, not launches
+                import torch
+
+                torch.cuda.synchronize(args[0].device)
             self.ticks.append(time.perf_counter())
 
 
@@ -140,6 +144,7 @@ def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path, pr
     return {
         "top1": final.get("top1"),
         "top5": final.get("top5"),
+        "ema_top1": final.get("ema_top1"),
         "epochs": len(hist),
         "train_time_s": train_s,
         "img_per_s": sum(r.get("img_s", 0.0) * r.get("epoch_time_s", 0.0) for r in hist) / max(1e-9, train_s),
