@@ -64,7 +64,8 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, {m.get('memory_gb')} GB"
         + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "")
         + f"; training device: {', '.join(sorted({r['device'] for r in rows})) or '?'}",
-        f"Latency engines: {', '.join(s['engines']) or 'every one that runs fp32 here'}; input sizes "
+        f"Latency engines: {', '.join(dict.fromkeys(r['backend'] for r in latency_rows(doc))) or 'none yet'}"
+        f"{'' if s['engines'] else ' (every one that runs fp32 here)'}; batch 1, one thread; input sizes "
         f"{', '.join(f'{x}x{x}' for x in s['sizes'])}; the harness's quick policy (few rounds).",
         f"Started {doc.get('created')}, last updated {doc.get('updated')}.",
     ]

@@ -5,6 +5,7 @@ engine's per-epoch bars, and one line per stage on stdout."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None
 def run_study(state: State, *, progress: bool = True) -> dict[str, Path]:
     """Run (or continue) the study in ``state`` to the end; returns the report's files."""
     names = state.settings.models
+    for stale in [*state.out.glob(".probe-*"), *state.out.glob(".measure-*")]:  # left by a killed process
+        shutil.rmtree(stale, ignore_errors=True)
     bar = _Overall(len(names), len(state.done()), progress)
     try:
         for i, name in enumerate(names, 1):
