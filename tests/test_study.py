@@ -197,3 +197,19 @@ def test_resume_keeps_the_recorded_settings(tmp_path, capsys):
     assert main(["study", "--resume", str(tmp_path / "s"), "--epochs", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "recorded settings: drop --epochs" in err and len(err.splitlines()) == 1
+
+
+def test_a_budget_fixes_the_epochs_and_a_warm_up_the_cosine_can_follow():
+    from mobilezoo.study import Settings
+    from mobilezoo.study.training import WARMUP_SHARE, budget_recipe, study_recipe
+
+    s = Settings(str(MINI), models=MODELS[:1], budget_min=2.0).check()
+    base = study_recipe(s, MODELS[0])
+    fitted, plan = budget_recipe(base, s, steps_per_s=5.0, steps_per_epoch=100)  # 600 steps in 2 min: 6 epochs
+    assert (fitted.epochs, plan["epochs"], plan["over_budget"]) == (6, 6, False)
+    assert plan["planned_train_s"] <= 120 and fitted.eval_every == 6
+    assert fitted.warmup_epochs == min(base.warmup_epochs, WARMUP_SHARE * 6)
+    short, plan = budget_recipe(base, s, steps_per_s=0.5, steps_per_epoch=100)  # not one epoch in the budget
+    assert short.epochs == 1 and plan["over_budget"]
+    kept = Settings(str(MINI), models=MODELS[:1], budget_min=2.0, overrides=["warmup_epochs=1"]).check()
+    assert budget_recipe(study_recipe(kept, MODELS[0]), kept, 5.0, 100)[0].warmup_epochs == 1

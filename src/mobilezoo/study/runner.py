@@ -39,9 +39,9 @@ class _Overall:
 
     def stage(self, i: int, name: str, what: str, guess: float | None) -> None:
         eta = self.eta_s(guess)
-        eta_txt = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta is not None else "after the first model"
+        eta_txt = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta is not None else "known after one model"
         self.bar.set_postfix_str(f"{name}: {what}; ETA {eta_txt}")
-        print(f"[{i}/{self.total}] {name}: {what} (study ETA {eta_txt})", flush=True)
+        print(f"[{i}/{self.total}] {name}: {what} (study ETA: {eta_txt})", flush=True)
 
     def finished(self) -> None:
         self.spent.append(time.perf_counter() - self.t_model)

@@ -1,4 +1,4 @@
-"""Training one study model with the training engine: the recipe (``--recipe`` with ``-o`` overrides), its epochs
+"""Training one study model with the training engine: the recipe (``--recipe`` with ``--override``s), its epochs
 fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
 
 Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (the first one,
@@ -23,7 +23,8 @@ from .plan import Settings
 __all__ = ["WARMUP_SHARE", "budget_recipe", "probe_speed", "study_recipe", "train_model"]
 
 WARMUP_SHARE = 0.15
-"""The largest share of a budget-fitted run spent in the linear warm-up."""
+"""The largest share of a study run (``--epochs`` or budget-fitted) spent in the linear warm-up, unless
+``--override warmup_epochs=...`` says otherwise."""
 
 
 def study_recipe(settings: Settings, name: str) -> Recipe:
