@@ -129,6 +129,23 @@ def _at_other_sizes(c: Claim, rows: list[dict[str, Any]], ctx: dict[str, Any]) -
     return out
 
 
+def _cost_notes(c: Claim, win: dict, mine: dict) -> list[str]:
+    """What the winner's MACs and memory access say about its latency against the claimed family's best."""
+    if c.key == "pareto_king":
+        return [f"the front is led by {win['family']}"]
+    wm, mm = _v(win, "MACs (M)"), _v(mine, "MACs (M)")
+    wa, ma = _v(win, "mem access (MB)"), _v(mine, "mem access (MB)")
+    if win is mine or None in (wm, mm, wa, ma):
+        return []
+    pace = "faster" if c.lowest else "slower"
+    if (wm > mm) == c.lowest:  # faster with more MACs, or slower with fewer
+        macs = f"{pace} despite {'more' if c.lowest else 'fewer'} MACs ({wm:.4g} vs {mm:.4g} M): FLOPs are not latency"
+    else:
+        macs = f"{'fewer' if c.lowest else 'more'} MACs ({wm:.4g} vs {mm:.4g} M)"
+    mem = f"memory access {wa:.4g} vs {ma:.4g} MB"
+    return [f"{win['model']} is {macs}; {mem}" if "despite" in macs else f"{win['model']} has {macs}; {mem}"]
+
+
 def _reason(c: Claim, win: dict, mine: dict, col: str, ctx: dict[str, Any]) -> str:
     """Why this run disagrees, from the measurements."""
     parts = []
@@ -141,12 +158,7 @@ def _reason(c: Claim, win: dict, mine: dict, col: str, ctx: dict[str, Any]) -> s
         engine = win.get(f"engine @{ctx['size']}") or "?"
         parts.append(f"timed here on {ctx['cpu']} with {engine}"
                      f" (batch 1, 1 thread, {ctx['size']}x{ctx['size']}); {SEED_SETUP}")  # fmt: skip
-        wm, mm = _v(win, "MACs (M)"), _v(mine, "MACs (M)")
-        wa, ma = _v(win, "mem access (MB)"), _v(mine, "mem access (MB)")
-        if win is not mine and None not in (wm, mm, wa, ma):
-            parts.append(f"{win['model']}: {wm:.4g} MMACs, {wa:.4g} MB memory access; {mine['model']}: {mm:.4g} "
-                         f"MMACs, {ma:.4g} MB: latency follows memory access and per-layer overhead more than "
-                         "FLOPs")  # fmt: skip
+        parts += _cost_notes(c, win, mine)
     if c.kind == "cost" and c.key in ("fewest_flops", "least_memory"):  # these depend on the input and the stem
         stem = " with the CIFAR stem (small_input: stride-1 stem, no ShuffleNet stem max-pool)"
         parts.append(f"counted at {ctx['size']}x{ctx['size']}{stem if ctx.get('small_input') else ''}, where each "

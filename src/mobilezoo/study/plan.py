@@ -128,9 +128,12 @@ class State:
             raise StudyError(f"{out} already holds a study: continue it with --resume {out}")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise StudyError(f"{out} exists and is not an empty folder: give a new output folder")
+        from .. import __version__
+
         out.mkdir(parents=True, exist_ok=True)
         doc = {
             "schema": SCHEMA,
+            "mobilezoo": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": asdict(settings),
             "machine": machine,
