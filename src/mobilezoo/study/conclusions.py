@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import STUDY_MODELS
-from .results import TOP1
+from .results import IMAGENET, TOP1
 
 __all__ = ["AGREE", "CLAIMS", "DISAGREE", "NOT_MEASURED", "Claim", "check_claims"]
 
@@ -88,12 +88,17 @@ def _desc(r: dict[str, Any], col: str) -> str:
     return f"{r['model']} {_v(r, col):.4g}{unit}"
 
 
+def _with_imagenet(r: dict[str, Any], col: str) -> str:
+    pub = _v(r, IMAGENET)
+    return _desc(r, col) + (f" (ImageNet, published: {pub:.4g}%)" if pub is not None else "")
+
+
 def _standard(c: Claim, rows: list[dict[str, Any]], col: str) -> tuple[str, bool, dict, dict]:
     """(measured, holds, the winner, the claimed families' best) for a lowest/highest claim."""
     if c.key == "disappointing":  # the claimed families' best is below the others' best
         mine = _best([r for r in rows if r["family"] in c.families], col, False)
         other = _best([r for r in rows if r["family"] not in c.families], col, False)
-        measured = f"best MobileNetV3/GhostNet: {_desc(mine, col)}; best other: {_desc(other, col)}"
+        measured = f"best MobileNetV3/GhostNet: {_with_imagenet(mine, col)}; best other: {_with_imagenet(other, col)}"
         return measured, _v(mine, col) < _v(other, col), other, mine
     win = _best(rows, col, c.lowest)
     mine = _best([r for r in rows if r["family"] in c.families], col, c.lowest)

@@ -6,9 +6,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["TOP1", "fastest", "latency_rows", "latency_table", "model_rows"]
+__all__ = ["IMAGENET", "TOP1", "fastest", "latency_rows", "latency_table", "model_rows"]
 
 TOP1 = "CIFAR-10 top-1 %"
+
+
+IMAGENET = "ImageNet top-1 % (pub)"
+
+
+def _published_top1(name: str) -> float | str:
+    """PaddleClas's published ImageNet top-1 (the seed's 'official data'), beside the measured CIFAR-10 one."""
+    from ..reference import reference_row
+
+    ref = reference_row(name) or {}
+    return round(ref["top1"] * 100, 1) if ref.get("top1") is not None else "not published"
 
 
 def _mb(v: float | None) -> float | None:
@@ -48,6 +59,7 @@ def model_rows(state_doc: dict[str, Any]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": name, "family": m["family"]}
         row[TOP1] = round(t["top1"], 2) if t.get("top1") is not None else None
         row["top-5 %"] = round(t["top5"], 2) if t.get("top5") is not None else None
+        row[IMAGENET] = _published_top1(name)
         row["MACs (M)"] = round(m["macs"] / 1e6, 3)
         row["FLOPs=2xMACs (M)"] = round(m["flops"] / 1e6, 3)
         row["params (M)"] = round(m["params"] / 1e6, 4)
