@@ -84,6 +84,7 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "epochs": t["epochs"],
             "planned (min)": round(p["planned_train_s"] / 60, 2) if p.get("planned_train_s") else "",
             "trained (min)": round(t["train_time_s"] / 60, 2),
+            "trained / planned": round(t["train_time_s"] / p["planned_train_s"], 2) if p.get("planned_train_s") else "",
             "over budget": "yes: not one epoch fits" if p.get("over_budget") else "",
             "probe steps/s": round(probe["steps_per_s"], 2) if probe else "",
             "train img/s": round(t["img_per_s"], 1),

@@ -1,15 +1,17 @@
 """Training one study model with the training engine: the recipe (``--recipe`` with ``--override``s), its epochs
 fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
 
-Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (the first one,
-with its one-off costs, left out of the timing); ``epochs = floor(budget x steps/s / steps per epoch)`` (at least 1)
-and the warm-up is capped at :data:`WARMUP_SHARE` of them, so the cosine schedule reaches zero at the budget.
+Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (their median
+time, the first step with its one-off costs left out); ``epochs = floor(budget x steps/s / steps per epoch)`` (at
+least 1) and the warm-up is capped at :data:`WARMUP_SHARE` of them, so the cosine schedule reaches zero at the
+budget.
 Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
 split is never used to pick a checkpoint.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import tempfile
@@ -96,7 +98,8 @@ def probe_speed(name: str, settings: Settings, recipe: Recipe, workdir: Path) ->
     ticks = clock.ticks[:: max(1, recipe.accum_steps)]
     if len(ticks) < 3:
         raise RuntimeError(f"{name}: the speed probe saw {len(ticks)} training steps; raise --probe-steps")
-    rate = (len(ticks) - 2) / max(1e-9, ticks[-1] - ticks[1])  # the first step (one-off costs) left out
+    steps = sorted(b - a for a, b in itertools.pairwise(ticks[1:]))  # the first step (one-off costs) left out
+    rate = 1 / max(1e-9, steps[len(steps) // 2])  # the median step: a stall on a shared machine does not move it
     return {"steps": len(ticks), "steps_per_s": rate, "img_per_s": rate * recipe.batch_size,
             "probe_wall_s": time.perf_counter() - t0}  # fmt: skip
 
