@@ -52,7 +52,9 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     missing = [n for n in s["models"] if n not in done]
     if s["budget_min"] is not None:
         how = (f"a wall-clock training budget of {s['budget_min']:g} min per model (the same for all); each model's "
-               f"epoch count and cosine schedule fitted to it from a {s['probe_steps']}-step speed probe")  # fmt: skip
+               f"epoch count and cosine schedule fitted to it from a {s['probe_steps']}-step speed probe (its "
+               "median step; where the machine's speed changed, the Training table's trained / planned says "
+               "so)")  # fmt: skip
     else:
         how = f"{_epochs_text(rows)} epochs per model (fixed)"
     lines = [
