@@ -122,6 +122,19 @@ def _pareto(rows: list[dict[str, Any]], col: str) -> tuple[str, bool, dict, dict
     return measured, holds, leader, mine
 
 
+def _on_seed_engine(c: Claim, rows: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
+    """The latency claim's winner on ncnn, the seed's engine, where this run timed it on every model."""
+    names = {r["model"] for r in rows}
+    ms = {r["model"]: float(r["median_ms"]) for r in ctx.get("latency", [])
+          if r["backend"] == "ncnn" and r["precision"] == "fp32" and r["input_size"] == ctx["size"]
+          and r["status"] == "ok" and r["model"] in names}  # fmt: skip
+    if set(ms) != names:
+        return ""
+    win = (min if c.lowest else max)(ms, key=ms.get)
+    family = next(r["family"] for r in rows if r["model"] == win)
+    return f"; on ncnn (the seed's engine): {win} {ms[win]:.4g} ms ({family})"
+
+
 def _at_other_sizes(c: Claim, rows: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
     """The same latency claim's winner at the other measured input sizes (e.g. 224x224)."""
     out = ""
@@ -143,6 +156,8 @@ def _cost_notes(c: Claim, win: dict, mine: dict) -> list[str]:
     if win is mine or None in (wm, mm, wa, ma):
         return []
     pace = "faster" if c.lowest else "slower"
+    if wm == mm:
+        return [f"{win['model']} has the same MACs ({wm:.4g} M); memory access {wa:.4g} vs {ma:.4g} MB"]
     if (wm > mm) == c.lowest:  # faster with more MACs, or slower with fewer
         macs = f"{pace} despite {'more' if c.lowest else 'fewer'} MACs ({wm:.4g} vs {mm:.4g} M): FLOPs are not latency"
     else:
@@ -182,7 +197,7 @@ def check_claims(rows: list[dict[str, Any]], ctx: dict[str, Any]) -> list[dict[s
     """One row per claim of :data:`CLAIMS`. ``rows``: :func:`mobilezoo.study.results.model_rows`; ``ctx``:
     ``settings`` (the study's), ``size`` (the CIFAR input the claims are judged at), ``other_sizes`` (also shown
     for the latency claims), ``cpu``, ``epochs`` (trained, e.g. ``"3-5"``), ``models``, ``small_input`` (the
-    recipe's CIFAR stem)."""
+    recipe's CIFAR stem), ``latency`` (every benchmark row: the ncnn winner is shown too)."""
     out = []
     for c in CLAIMS:
         col = c.column.format(size=ctx["size"])
@@ -196,7 +211,7 @@ def check_claims(rows: list[dict[str, Any]], ctx: dict[str, Any]) -> list[dict[s
         else:
             measured, holds, win, mine = _pareto(have, col) if c.key == "pareto_king" else _standard(c, have, col)
             if c.kind == "latency" and c.key != "pareto_king":
-                measured += _at_other_sizes(c, rows, ctx)
+                measured += _on_seed_engine(c, have, ctx) + _at_other_sizes(c, rows, ctx)
             row.update({"this run measured": measured, "verdict": AGREE if holds else DISAGREE})
             if not holds:
                 row["why"] = _reason(c, win, mine, col, ctx)

@@ -151,7 +151,7 @@ def write_report(state: State) -> dict[str, Path]:
     s = doc["settings"]
     ctx = {"settings": s, "size": s["sizes"][0], "other_sizes": s["sizes"][1:],
            "cpu": doc["machine"].get("cpu_model") or "this CPU",
-           "epochs": _epochs_text(rows), "models": [r["model"] for r in rows],
+           "epochs": _epochs_text(rows), "models": [r["model"] for r in rows], "latency": latency_rows(doc),
            "small_input": any(m["train"]["recipe"].get("small_input") for m in doc["models"].values()
                               if m.get("status") == "done")}  # fmt: skip
     claims = check_claims(rows, ctx)
