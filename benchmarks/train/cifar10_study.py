@@ -8,6 +8,7 @@ file ``mobilezoo report`` reads — and a JSON with the machine and the exact co
 
 On the H100 the CIFAR split lives on the GPU (memory data mode: decoded once, augmented there), bf16 autocast and
 channels_last are on. On a CPU use few epochs and few models (a CPU epoch of MobileNetV3_large is minutes).
+`mobilezoo study` runs the same eleven end to end (training, the seven dimensions, the report, resume).
 """
 
 from __future__ import annotations
@@ -20,19 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, machine, rel, write
 
-STUDY = [
-    "ShuffleNetV2_x0_5",
-    "ShuffleNetV2_x1_0",
-    "ShuffleNetV2_x1_5",
-    "MobileNetV2_x0_5",
-    "MobileNetV2_x1_0",
-    "MobileNetV2_x1_4",
-    "GhostNet_x0_5",
-    "GhostNet_x1_0",
-    "GhostNet_x1_3",
-    "MobileNetV3_small_x1_0",
-    "MobileNetV3_large_x1_0",
-]
+from mobilezoo.study import STUDY_MODELS
+
+STUDY = STUDY_MODELS  # the seed's eleven: mobilezoo.study.plan.STUDY_MODELS
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "quantize": ("quant", "int8 PTQ on real images (ONNX, OpenVINO, phone engines) or QAT"),
     "bench": ("bench", "time models x engines x threads x batches x precisions"),
     "report": ("bench", "the comparison report on this machine (Markdown, HTML)"),
+    "study": ("study", "the seed's CIFAR-10 study end to end: train, measure, report"),
     "serve": ("serve", "HTTP inference service: dynamic batching, metrics, upload page"),
 }
 """Every command, in ``mobilezoo --help`` order, with its help line (<= 64 characters: one line at 80 columns). A

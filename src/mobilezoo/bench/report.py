@@ -23,7 +23,18 @@ from typing import Any
 from .grid import BenchRun
 from .results import write_csv, write_json
 
-__all__ = ["NOT_MEASURED", "build_report", "load_training", "model_rows", "pareto_front"]
+__all__ = [
+    "NOT_MEASURED",
+    "Section",
+    "build_report",
+    "load_training",
+    "model_rows",
+    "pareto_front",
+    "plot_latency_vs",
+    "plot_top1_vs_latency",
+    "plot_top1_vs_macs",
+    "write_pages",
+]
 
 NOT_MEASURED = "not measured"
 _PUBLISHED = (  # (reference column, report column)
@@ -520,6 +531,8 @@ _CONVENTIONS = (
     "TensorRT), shown beside, never mixed with, the measured ones."
 )
 
+_INTRO = "Regenerate with `mobilezoo report` (this machine) — see results.csv / results.json."
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1600px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0 20px}
@@ -546,12 +559,20 @@ def build_report(
     paths = _write_data(run, rows, out)
     plots = _write_plots(run, rows, per_layer, out / "plots")
     sections = _sections(run, rows, plots, per_layer)
-    (out / "report.md").write_text(_render_markdown(title, sections))
-    (out / "report.html").write_text(_render_html(title, sections))
-    paths.update(report_md=out / "report.md", report_html=out / "report.html")
+    paths.update(write_pages(out, title, sections))
     for fname, _, _ in plots:
         paths[fname] = out / "plots" / fname
     return paths
+
+
+def write_pages(out_dir: str | Path, title: str, sections: list[Section], intro: str = _INTRO) -> dict[str, Path]:
+    """``report.md`` and a self-contained ``report.html`` (plots inline) of ``sections`` (``(heading, kind,
+    content)``; kind ``lines``: a list of strings, ``table``: ``(rows, columns or None)``, ``plots``: ``(file name,
+    caption, png)`` triples, the files under ``plots/``); returns their paths."""
+    out = Path(out_dir)
+    (out / "report.md").write_text(_render_markdown(title, sections, intro))
+    (out / "report.html").write_text(_render_html(title, sections, intro))
+    return {"report_md": out / "report.md", "report_html": out / "report.html"}
 
 
 def _write_data(run: BenchRun, rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
@@ -665,8 +686,8 @@ def _sections(run: BenchRun, rows: list[dict[str, Any]], plots: list[Plot], per_
 # ------------------------------------------------------------------------------------------------------ renderers
 
 
-def _render_markdown(title: str, sections: list[Section]) -> str:
-    md = [f"# {title}\n", "Regenerate with `mobilezoo report` (this machine) — see results.csv / results.json.\n"]
+def _render_markdown(title: str, sections: list[Section], intro: str = _INTRO) -> str:
+    md = [f"# {title}\n", f"{intro}\n"]
     for heading, kind, content in sections:
         md.append(f"\n## {heading}\n")
         md.extend(_md_section(kind, content))
@@ -682,10 +703,10 @@ def _md_section(kind: str, content: Any) -> list[str]:
     return [f"![{caption}](plots/{fname})\n" for fname, caption, _png in content]
 
 
-def _render_html(title: str, sections: list[Section]) -> str:
+def _render_html(title: str, sections: list[Section], intro: str = _INTRO) -> str:
     hp = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
     ]
     for heading, kind, content in sections:
         hp.append(f"<h2>{html.escape(heading)}</h2>")

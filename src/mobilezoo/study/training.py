@@ -1,0 +1,170 @@
+"""Training one study model with the training engine: the recipe (``--recipe`` with ``--override``s), its epochs
+fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
+
+Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (their median
+time, the first step with its one-off costs left out); ``epochs = floor(budget x steps/s / steps per epoch)`` (at
+least 1) and the warm-up is capped at :data:`WARMUP_SHARE` of them, so the cosine schedule reaches zero at the
+budget.
+Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
+split is never used to pick a checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..train import Recipe, TrainConfig, TrainingInterrupted, fit, load_recipe, parse_overrides
+from .plan import Settings
+
+__all__ = ["WARMUP_SHARE", "budget_recipe", "probe_speed", "study_recipe", "train_model"]
+
+WARMUP_SHARE = 0.15
+"""The largest share of a study run (``--epochs`` or budget-fitted) spent in the linear warm-up, unless
+``--override warmup_epochs=...`` says otherwise."""
+
+
+def study_recipe(settings: Settings, name: str) -> Recipe:
+    """The recipe ``name`` trains with before any budget fit: ``--recipe``, ``--override``s, ``--epochs`` (the
+    warm-up capped at :data:`WARMUP_SHARE` of them); one evaluation, after the last epoch. An override of
+    ``warmup_epochs`` or ``eval_every`` is kept as given."""
+    r = load_recipe(settings.recipe, name, settings.overrides)
+    if settings.epochs is not None:
+        r = _fit_epochs(r, settings.epochs, settings)
+    if "eval_every" not in parse_overrides(settings.overrides):
+        r = r.with_overrides({"eval_every": r.epochs})
+    return r
+
+
+def _fit_epochs(recipe: Recipe, epochs: int, settings: Settings) -> Recipe:
+    """``recipe`` for ``epochs`` epochs, its warm-up at most :data:`WARMUP_SHARE` of them (unless overridden), so
+    the cosine schedule runs even in a short run; evaluation at the end (unless overridden)."""
+    given = parse_overrides(settings.overrides)
+    over: dict[str, Any] = {"epochs": epochs}
+    if "warmup_epochs" not in given:
+        over["warmup_epochs"] = min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+    if "eval_every" not in given:
+        over["eval_every"] = epochs
+    return recipe.with_overrides(over)
+
+
+class _StepClock:
+    """A ``model_transform`` that timestamps every training-mode forward (one per step without accumulation)."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+
+    def __call__(self, model):
+        model.register_forward_pre_hook(self._tick)
+        return model
+
+    def _tick(self, module, args) -> None:
+        if module.training:
+            if args and getattr(args[0], "is_cuda", False):  # the previous step's kernels done: steps, not launches
+                import torch
+
+                torch.cuda.synchronize(args[0].device)
+            self.ticks.append(time.perf_counter())
+
+
+def _steps_per_epoch(settings: Settings, recipe: Recipe) -> int:
+    from ..data.datasets import open_split
+    from ..train.loader import GlobalBatchSampler
+
+    n = len(open_split(settings.data, "train"))
+    return GlobalBatchSampler(n, recipe.batch_size, recipe.seed).steps_per_epoch()
+
+
+def probe_speed(name: str, settings: Settings, recipe: Recipe, workdir: Path) -> dict[str, Any]:
+    """Training steps per second of ``name`` under ``recipe`` here, from ``settings.probe_steps`` real steps."""
+    clock = _StepClock()
+    probe = recipe.with_overrides({"epochs": 10_000, "eval_every": 10_000})  # no evaluation inside the probe
+    tmp = Path(tempfile.mkdtemp(prefix=".probe-", dir=workdir))
+    cfg = TrainConfig(name, settings.data, tmp, probe, device=settings.device, max_steps=settings.probe_steps,
+                      progress=False, tensorboard=False, model_transform=clock)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        fit(cfg)
+    except TrainingInterrupted as e:
+        if not str(e).startswith("max_steps="):  # a signal, not the probe's end: the study stops
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ticks = clock.ticks[:: max(1, recipe.accum_steps)]
+    if len(ticks) < 3:
+        raise RuntimeError(f"{name}: the speed probe saw {len(ticks)} training steps; raise --probe-steps")
+    steps = sorted(b - a for a, b in itertools.pairwise(ticks[1:]))  # the first step (one-off costs) left out
+    rate = 1 / max(1e-9, steps[len(steps) // 2])  # the median step: a stall on a shared machine does not move it
+    return {"steps": len(ticks), "steps_per_s": rate, "img_per_s": rate * recipe.batch_size,
+            "probe_wall_s": time.perf_counter() - t0}  # fmt: skip
+
+
+def budget_recipe(
+    recipe: Recipe, settings: Settings, steps_per_s: float, steps_per_epoch: int
+) -> tuple[Recipe, dict[str, Any]]:
+    """``recipe`` with the epochs (and warm-up) that fill the budget of training at ``steps_per_s``; and the plan:
+    the epochs, the training time they should take, whether even one epoch fits."""
+    fits = settings.budget_min * 60 * steps_per_s / steps_per_epoch
+    epochs = max(1, math.floor(fits))
+    fitted = _fit_epochs(recipe, epochs, settings)
+    plan = {
+        "epochs": epochs,
+        "warmup_epochs": fitted.warmup_epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "planned_train_s": epochs * steps_per_epoch / steps_per_s,
+        "epochs_in_budget": fits,
+        "over_budget": fits < 1,
+    }
+    return fitted, plan
+
+
+def plan_model(name: str, settings: Settings, workdir: Path) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe ``name`` trains with and the plan recorded in the study state (with the probe's speed)."""
+    recipe = study_recipe(settings, name)
+    spe = _steps_per_epoch(settings, recipe)
+    if settings.budget_min is None:
+        return recipe, {"epochs": recipe.epochs, "steps_per_epoch": spe}
+    speed = probe_speed(name, settings, recipe, workdir)
+    fitted, plan = budget_recipe(recipe, settings, speed["steps_per_s"], spe)
+    return fitted, {**plan, "probe": speed}
+
+
+def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume exactly from ``run_dir/last.ckpt``) to the end of ``recipe``; the training record: final
+    test-split top-1/top-5, training time (epochs' own time, no evaluation), images/s, device."""
+    last = run_dir / "last.ckpt"
+    cfg = TrainConfig(name, settings.data, run_dir, recipe, device=settings.device,
+                      resume=last if last.is_file() else None, progress=progress, tensorboard=False)  # fmt: skip
+    t0 = time.perf_counter()
+    res = fit(cfg)
+    hist = res.history
+    final = hist[-1]
+    train_s = sum(r.get("epoch_time_s", 0.0) for r in hist)
+    return {
+        "top1": final.get("top1"),
+        "top5": final.get("top5"),
+        "ema_top1": final.get("ema_top1"),
+        "epochs": len(hist),
+        "train_time_s": train_s,
+        "img_per_s": sum(r.get("img_s", 0.0) * r.get("epoch_time_s", 0.0) for r in hist) / max(1e-9, train_s),
+        "final_loss": final.get("train_loss"),
+        "wall_s_this_run": time.perf_counter() - t0,
+        "device": _device_name(settings.device),
+        "checkpoint": str(res.last),
+        "recipe": recipe.to_dict(),
+    }
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    from ..measure.machine import cpu_model
+
+    if device != "cpu" and torch.cuda.is_available() and (device == "auto" or device.startswith("cuda")):
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
