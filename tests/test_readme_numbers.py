@@ -1,0 +1,118 @@
+"""Every measured number the README quotes is the number in its results file (issue 19, point 4).
+
+Each claim is a piece of README text with ``{}`` where the number goes, the results file under
+``benchmarks/results/`` and how to read the number from it, formatted as the README prints it. A re-run that changes
+a figure fails this test until the README is regenerated from the file; a README edit that misquotes a file fails it
+too. (The text around the numbers is matched with whitespace normalised, so line breaks do not matter.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@cache
+def readme() -> str:
+    return re.sub(r"\s+", " ", (REPO / "README.md").read_text())
+
+
+@cache
+def doc(name: str):
+    path = RESULTS / name
+    if path.suffix == ".csv":
+        with path.open() as f:
+            return list(csv.DictReader(f))
+    return json.loads(path.read_text())
+
+
+def cli(command: str) -> float:
+    return next(r for r in doc("cli_startup.json")["results"] if r["command"] == command)["median_s"]
+
+
+def drop(model: str, engine: str) -> float:
+    """quant_cifar10: fp32 PyTorch top-1 - this engine's, in points, as the README signs it (a loss is negative)."""
+    row = next(r for r in doc("quant_cifar10.json")["rows"] if r["model"] == model and r["engine"] == engine)
+    return -row["top1_drop"]
+
+
+def top1(model: str, engine: str) -> float:
+    return next(r for r in doc("quant_cifar10.json")["rows"] if r["model"] == model and r["engine"] == engine)["top1"]
+
+
+def int8_speedup(model: str) -> float:
+    """quant_cifar10_latency: fastest fp32 median / fastest int8 median at 224x224."""
+    rows = [r for r in doc("quant_cifar10_latency.csv") if r["model"] == model and r["input"] == "224"]
+    fastest = {p: min(float(r["median_ms"]) for r in rows if r["precision"] == p) for p in ("fp32", "int8")}
+    return fastest["fp32"] / fastest["int8"]
+
+
+def worst(engines: tuple[str, ...], models: tuple[str, ...]) -> float:
+    return min(drop(m, e) for m in models for e in engines)
+
+
+NETS = ("MobileNetV1_x1_0", "MobileNetV2_x1_0", "MobileNetV3_large_x1_0", "MobileNetV3_small_x1_0")
+NETS += ("ShuffleNetV2_x1_0", "GhostNet_x1_0")
+SN1 = "ShuffleNetV1_g3_x0_5"
+
+CLAIMS: list[tuple[str, str, object]] = [
+    # README text with {} for the number, the results file, the number as the README prints it
+    ("`--help` {} s", "cli_startup.json", lambda: f"{cli('mobilezoo --help'):.2f}"),
+    ("`list` {} s", "cli_startup.json", lambda: f"{cli('mobilezoo list'):.2f}"),
+    ("`info` {} s (no torch)", "cli_startup.json", lambda: f"{cli('mobilezoo info'):.2f}"),
+    ("start in about {} s", "cli_startup.json", lambda: f"{cli('mobilezoo predict --backend torch'):.1f}"),
+    (
+        "MobileNetV3_small_x1_0 took {} s the first time",
+        "cli_startup.json",
+        lambda: f"{cli('mobilezoo predict --backend auto (first: measures)'):.0f}",
+    ),
+    (
+        "artifact, {} s there against",
+        "cli_startup.json",
+        lambda: f"{cli('mobilezoo predict --backend auto (cached)'):.1f}",
+    ),
+    (
+        "nncf PTQ loses at most {} top-1 points",
+        "quant_cifar10.json",
+        lambda: f"{-worst(('ptq-nncf-openvino',), NETS):.2f}",
+    ),
+    (
+        "QAT on ONNX Runtime at most {} (MobileNetV3_large",
+        "quant_cifar10.json",
+        lambda: f"{-worst(('qat-onnxruntime',), NETS):.2f}",
+    ),
+    ("(nncf {}; ONNX Runtime PTQ", "quant_cifar10.json", lambda: f"{drop(SN1, 'ptq-nncf-openvino'):.2f}"),
+    ("ONNX Runtime PTQ {} to", "quant_cifar10.json", lambda: f"{drop(SN1, 'ptq-minmax-onnxruntime'):.2f}"),
+    ("PTQ -2.76 to {}, the same", "quant_cifar10.json", lambda: f"{drop(SN1, 'ptq-percentile-onnxruntime'):.2f}"),
+    ("OpenVINO {} to -3.52", "quant_cifar10.json", lambda: f"{drop(SN1, 'ptq-minmax-openvino'):.2f}"),
+    ("-2.51 to {}; QAT", "quant_cifar10.json", lambda: f"{drop(SN1, 'ptq-percentile-openvino'):.2f}"),
+    ("QAT {} on ONNX Runtime)", "quant_cifar10.json", lambda: f"{drop(SN1, 'qat-onnxruntime'):.2f}"),
+    (
+        "QAT artifact scores {}% on ONNX Runtime",
+        "quant_cifar10.json",
+        lambda: f"{top1('GhostNet_x1_0', 'qat-onnxruntime'):.2f}",
+    ),
+    ("but {}% (-16.29) on OpenVINO", "quant_cifar10.json", lambda: f"{top1('GhostNet_x1_0', 'qat-openvino'):.2f}"),
+    ("21.65% ({}) on OpenVINO", "quant_cifar10.json", lambda: f"{drop('GhostNet_x1_0', 'qat-openvino'):.2f}"),
+    ("runs {}x (ShuffleNetV1_g3_x0_5)", "quant_cifar10_latency.csv", lambda: f"{int8_speedup(SN1):.2f}"),
+    ("to {}x (MobileNetV1) faster", "quant_cifar10_latency.csv", lambda: f"{int8_speedup('MobileNetV1_x1_0'):.2f}"),
+]
+
+
+@pytest.mark.parametrize("text, source, number", CLAIMS, ids=[c[0] for c in CLAIMS])
+def test_the_readme_quotes_the_results_file(text, source, number):
+    want = text.format(number())
+    assert want in readme(), f"README should say {want!r} (from benchmarks/results/{source})"
+
+
+def test_the_range_ends_are_the_extremes_of_the_file():
+    """A range the README gives ("from A to B") spans every model of the file, none left out."""
+    speedups = {m: int8_speedup(m) for m in dict.fromkeys(r["model"] for r in doc("quant_cifar10_latency.csv"))}
+    assert min(speedups, key=speedups.get) == SN1 and max(speedups, key=speedups.get) == "MobileNetV1_x1_0"
