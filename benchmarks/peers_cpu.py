@@ -602,6 +602,8 @@ def main() -> int:
     torch.manual_seed(0)
     for name in args.models.split(","):
         run_model(name, args, rows, choices, accuracy)
+        # what has finished is written after every network (goals without the roofline until the end)
+        write(args, info, rows, choices, evaluate(rows, accuracy), accuracy, time.perf_counter() - t_start)
 
     from mobilezoo import create_model
     from mobilezoo.profile import count_macs
