@@ -116,3 +116,32 @@ def test_the_range_ends_are_the_extremes_of_the_file():
     """A range the README gives ("from A to B") spans every model of the file, none left out."""
     speedups = {m: int8_speedup(m) for m in dict.fromkeys(r["model"] for r in doc("quant_cifar10_latency.csv"))}
     assert min(speedups, key=speedups.get) == SN1 and max(speedups, key=speedups.get) == "MobileNetV1_x1_0"
+
+
+def _short(model: str) -> str:
+    return model.replace("_x1_0", "")
+
+
+def peers_figures() -> list[str]:
+    """What the README's peers paragraph quotes from peers_cpu.json: auto against the fastest fp32 peer, against
+    eager, the best reduced-precision artifact, and the phone engines' int8 top-1 change."""
+    d = doc("peers_cpu.json")
+    out = []
+    for g in d["goals"]:
+        if g.get("fp32_speedup_vs_fastest_peer"):
+            out.append(f"{_short(g['model'])} {g['fp32_speedup_vs_fastest_peer']:.2f}x {g['fastest_peer']}")
+        if g.get("speedup_vs_pytorch_eager"):
+            out.append(f"{_short(g['model'])} {g['speedup_vs_pytorch_eager']:.2f}x")
+        if g.get("best_reduced"):
+            out.append(f"{g['reduced_speedup_vs_best_fp32_peer']:.2f}x")
+    for a in (d["accuracy"] if isinstance(d["accuracy"], dict) else {}).values():
+        for eng in ("executorch", "litert", "mnn"):
+            if f"mobilezoo-int8-{eng}" in a:
+                out.append(f"{eng} {a[f'mobilezoo-int8-{eng}'] - a['fp32']:+.2f}")
+    return out
+
+
+def test_the_readme_quotes_the_peers_run():
+    para = readme()[readme().index("**Against the peers**") :][:4000]
+    missing = [f for f in peers_figures() if f not in para]
+    assert not missing, f"README's peers paragraph lacks {missing} (from benchmarks/results/peers_cpu.json)"
