@@ -128,7 +128,7 @@ def main() -> None:
         w.writerows(rows)
     doc = {
         "benchmark": "benchmarks/cli_startup.py",
-        "invocation": base,
+        "invocation": [Path(a).name for a in base],  # the console script by name: no machine paths
         "settings": {"runs": args.runs, "warmup": args.warmup, "auto_runs": args.auto_runs, "model": MODEL},
         "machine": machine_info(),
         "results": rows,
