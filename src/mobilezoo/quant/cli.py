@@ -12,11 +12,8 @@ from .._weights_options import add_weights_options
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import torch
-
     from .._weights_options import model_from_options
     from ..data import eval_preprocess
-    from ..runtime import load
     from . import artifact_bytes, calibration_set, quantize_ptq
 
     if args.method == "qat" and args.toolchain != "onnxruntime":
@@ -82,27 +79,41 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         report["calibration"]["method"] = "moving-average min/max"
         report["qat_run"], report["qat_best_top1"] = str(res.run), res.best_top1
     if args.eval:
-        from ..data.datasets import open_split
-        from ..train import build_eval_loader, evaluate
+        report.update(_evaluate_both(args, model, pre, res))
+    _print_report(args, report, res)
+    return 0
 
-        ds = open_split(args.eval, "eval")
-        loader = build_eval_loader(ds, pre, "stream" if ds.arrays is None else "memory", torch.device("cpu"), False)
-        k = int(getattr(model, "num_classes", 1000))
-        for label, path in (("fp32", res.fp32), ("int8", res.int8)):
-            r = evaluate(load(path, threads=args.threads), loader, k)  # the artifact's format picks the backend
-            report[f"{label}_top1"], report[f"{label}_top5"] = r.top1, r.top5
-        report["top1_drop"] = round(report["fp32_top1"] - report["int8_top1"], 2)
+
+def _evaluate_both(args: argparse.Namespace, model, pre, res) -> dict:
+    """fp32 and int8 top-1/top-5 of the two artifacts on ``--eval``, and the drop."""
+    import torch
+
+    from ..data.datasets import open_split
+    from ..runtime import load
+    from ..train import build_eval_loader, evaluate
+
+    ds = open_split(args.eval, "eval")
+    loader = build_eval_loader(ds, pre, "stream" if ds.arrays is None else "memory", torch.device("cpu"), False)
+    k = int(getattr(model, "num_classes", 1000))
+    out: dict = {}
+    for label, path in (("fp32", res.fp32), ("int8", res.int8)):
+        r = evaluate(load(path, threads=args.threads), loader, k)  # the artifact's format picks the backend
+        out[f"{label}_top1"], out[f"{label}_top5"] = r.top1, r.top5
+    out["top1_drop"] = round(out["fp32_top1"] - out["int8_top1"], 2)
+    return out
+
+
+def _print_report(args: argparse.Namespace, report: dict, res) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        mb, ratio = report["int8_bytes"] / 1e6, report["size_ratio"]
-        print(f"{res.int8}  ({mb:.2f} MB, {ratio:.2f}x smaller than its fp32 {res.fp32.name})")
-        if args.eval:
-            print(
-                f"top-1 on {args.eval}: fp32 {report['fp32_top1']:.2f}%  int8 {report['int8_top1']:.2f}%  "
-                f"(drop {report['top1_drop']:+.2f})"
-            )
-    return 0
+        return
+    mb, ratio = report["int8_bytes"] / 1e6, report["size_ratio"]
+    print(f"{res.int8}  ({mb:.2f} MB, {ratio:.2f}x smaller than its fp32 {res.fp32.name})")
+    if args.eval:
+        print(
+            f"top-1 on {args.eval}: fp32 {report['fp32_top1']:.2f}%  int8 {report['int8_top1']:.2f}%  "
+            f"(drop {report['top1_drop']:+.2f})"
+        )
 
 
 def register(sub) -> None:
