@@ -145,6 +145,16 @@ def test_interleaved_measurement_rotates_and_summarizes():
     assert res["a"].median_ms == pytest.approx(1.0) and res["b"].median_ms == pytest.approx(3.0)
 
 
+def test_timed_calls_run_with_the_garbage_collector_off_and_it_is_restored():
+    import gc
+
+    seen = []
+    harness.measure_interleaved({"a": lambda: seen.append(gc.isenabled())}, rounds=2, min_iters=2, min_round_s=0.0)
+    harness.measure(lambda: seen.append(gc.isenabled()), harness.QUICK)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this OS")
 def test_pinned_limits_and_restores():
     before_threads, before_cpus = torch.get_num_threads(), os.sched_getaffinity(0)

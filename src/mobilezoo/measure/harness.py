@@ -11,6 +11,7 @@ cores than it was given is visible (``cpu_util`` above ``threads``); :func:`pinn
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ __all__ = [
     "load_average",
     "measure",
     "measure_interleaved",
+    "no_gc",
     "pinned",
 ]
 
@@ -74,6 +76,21 @@ class Measurement:
         return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off while calls are timed (as ``timeit`` does): a collection that a
+    previous step's garbage triggers would land in one engine's call and not another's."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@no_gc()
 def measure(
     fn: Callable[[], object],
     policy: TimingPolicy = STANDARD,
@@ -232,6 +249,7 @@ def pinned(threads: int | None, cores: list[int] | None = None) -> Iterator[list
             _set_affinity_all_threads(old_cpus)
 
 
+@no_gc()
 def measure_interleaved(
     fns: dict[str, Callable[[], object]],
     *,
