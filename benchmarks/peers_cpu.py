@@ -549,6 +549,72 @@ def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> Non
             print(f"  {b.block:12s} {r['engine']:30s} {r['precision']:5s} {ms}  {r['status']}", file=sys.stderr)
 
 
+# ------------------------------------------------------------------------------------------------------- README
+
+README_MARK = ("<!-- peers-figures: benchmarks/peers_cpu.py --readme -->", "<!-- /peers-figures -->")
+
+
+def _short(model: str) -> str:
+    return model.replace("_x1_0", "")
+
+
+def _head(verdict: str) -> str:
+    """A goal's verdict without its parenthesised detail: ``tie``, ``reached``, ``missed by 0.18x``."""
+    return verdict.split(" (")[0]
+
+
+def readme_figures(doc: dict) -> str:
+    """The README's account of a peers run, every figure from ``doc`` (the JSON this script wrote)."""
+    goals, acc = doc["goals"], doc["accuracy"] if isinstance(doc["accuracy"], dict) else {}
+    fp32, red = [], []
+    for g in goals:
+        m = _short(g["model"])
+        if g.get("fp32_speedup_vs_fastest_peer"):
+            v = _head(g["goal_fp32_vs_fastest_peer"])
+            fp32.append(f"{m} {g['fp32_speedup_vs_fastest_peer']:.2f}x {g['fastest_peer']} ({v})")
+        else:
+            fp32.append(f"{m} {g['goal_fp32_vs_fastest_peer']}")
+        if g.get("best_reduced"):
+            art, v = g["best_reduced"].removeprefix("mobilezoo-"), _head(g["goal_reduced_1_5x"])
+            sp = g["reduced_speedup_vs_best_fp32_peer"]
+            red.append(f"{m} {art} {sp:.2f}x ({v}, drop {g['top1_drop_points']:+.2f})")
+        else:
+            red.append(f"{m} {g['goal_reduced_1_5x']}")
+    eager = [
+        f"{_short(g['model'])} {g['speedup_vs_pytorch_eager']:.2f}x" for g in goals if g.get("speedup_vs_pytorch_eager")
+    ]
+    phone = []
+    for model, a in acc.items():
+        d = [
+            f"{e} {a[f'mobilezoo-int8-{e}'] - a['fp32']:+.2f}"
+            for e in ("executorch", "litert", "mnn")
+            if f"mobilezoo-int8-{e}" in a
+        ]
+        phone.append(f"{_short(model)} " + ", ".join(d))
+    done = [g["model"] for g in goals]
+    left = [m for m in MODELS if m not in done]
+    cover = "all six networks" if not left else f"{len(done)} of the six networks; not measured: {', '.join(left)}"
+    top1 = [a["fp32"] for a in acc.values()]
+    ck = f"fp32 top-1 of the CIFAR-10 checkpoints {min(top1):.2f}-{max(top1):.2f}%" if top1 else "no checkpoints"
+    return (
+        f"The committed run ({cover}; {machine_line(doc['machine'])}; {ck}): `auto` against the fastest fp32 peer "
+        f"{'; '.join(fp32)}; against PyTorch eager {'; '.join(eager) or 'not judged'}; reduced precision against the "
+        f"fastest fp32 peer of the trained block (goal >= 1.5x at <= 0.5 points): {'; '.join(red)}. The phone "
+        f"engines' int8 top-1 change on the {next(iter(acc.values()))['images'] if acc else 0:,} test images: "
+        f"{'; '.join(phone)}. These figures hold for this machine; the file says why each goal is missed."
+    )
+
+
+def rewrite_readme(doc: dict, readme: Path = REPO / "README.md") -> None:
+    """Replace the text between the README's peers markers with :func:`readme_figures`."""
+    text = readme.read_text()
+    start, end = README_MARK
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    a, b = text.index(start) + len(start), text.index(end)
+    readme.write_text(text[:a] + "\n" + readme_figures(doc) + "\n" + text[b:])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
@@ -562,7 +628,11 @@ def main() -> int:
     ap.add_argument(
         "--rewrite", action="store_true", help="judge the goals again and rewrite the .md/.json from the existing JSON"
     )
+    ap.add_argument("--readme", action="store_true", help="rewrite the README's peers figures from the existing JSON")
     args = ap.parse_args()
+    if args.readme:
+        rewrite_readme(json.loads((args.out / f"{args.name}.json").read_text()))
+        return 0
     if args.rewrite:
         from mobilezoo import create_model
         from mobilezoo.profile import count_macs

@@ -391,6 +391,48 @@ def test_per_layer_view_lines_up_with_the_profiler():
     assert s["latency_ms (no hooks)"] > 0 and math.isfinite(s["roofline / latency"])
 
 
+def test_engine_nodes_are_charged_to_the_module_their_name_scopes():
+    from mobilezoo.bench.perlayer import module_of
+
+    known = {"stem.conv", "blocks.0", "blocks.0.conv_pw.conv", "blocks.0.0.branch1_dw.conv", "head.fc"}
+    assert module_of("/blocks/blocks.0/conv_pw/conv/Conv", known) == "blocks.0.conv_pw.conv"  # ONNX scopes
+    assert module_of("/blocks/blocks.0/blocks.0.0/branch1_dw/conv/Conv", known) == "blocks.0.0.branch1_dw.conv"
+    assert module_of("/blocks/blocks.0/Add", known) == "blocks.0"  # a block's own op: the block
+    assert module_of("/stem/conv/Conv/WithoutBiases", known) == "stem.conv"  # OpenVINO's name for the same node
+    assert module_of("__module.head.fc/aten::linear/MatMul", known) == "head.fc"  # OpenVINO from torch
+    assert module_of("ReorderInput_token_7", known) == "(model)"  # a node the engine added
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_per_layer_on_an_engine_times_the_artifact_with_its_own_profiler(engine, capsys):
+    from mobilezoo.bench.perlayer import per_layer
+    from mobilezoo.measure.machine import Peaks
+    from mobilezoo.models.rewrite import deploy_form
+    from mobilezoo.profile import profile_model
+
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    model = prepare_model("MobileNetV3_small_x0_35", "random", input_size=SMALL_INPUT)
+    peaks = Peaks("cpu", 1, peak_gflops=100.0, dram_gbps=10.0, cache_gbps=50.0, cache_bytes=1 << 20)
+    res = per_layer(model, input_size=SMALL_INPUT, iters=3, peaks=peaks, backend=engine)
+    assert res.engine.startswith(engine) and res.nodes and all(len(n.times_ms) == 3 for n in res.nodes)
+    # the deployed graph's costs (BatchNorm folded): the same MACs as the profiler's
+    assert sum(r["MACs"] for r in res.rows) == profile_model(deploy_form(model), input_size=SMALL_INPUT).macs
+    convs = [r for r in res.rows if r["kind"].startswith("conv") and r["MACs"] > 0]
+    assert convs and all(r["time_ms"] > 0 and r["engine_ops"] != "-" for r in convs), [
+        r["layer"] for r in convs if r["time_ms"] <= 0
+    ]
+    ops = res.by_engine_op()
+    assert sum(o["time_%"] for o in ops) == pytest.approx(100, abs=0.5)
+    assert sum(o["nodes"] for o in ops) == len(res.nodes)
+    s = res.summary()
+    assert s["latency_ms (no profiler)"] > 0 and s["sum of nodes_ms (profiled)"] > 0
+    args = ["bench", "--per-layer", "MobileNetV3_small_x0_35", "--random-weights", "--input-size", "64"]
+    assert main([*args, "--backends", "ncnn", "--iters", "2"]) != 0
+    err = capsys.readouterr().err
+    assert "ncnn has no per-node profiler here (onnxruntime and openvino have)" in err and "Traceback" not in err
+
+
 def test_peaks_bandwidth_levels():
     from mobilezoo.measure.machine import Peaks
 

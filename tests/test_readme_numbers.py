@@ -62,6 +62,23 @@ NETS = ("MobileNetV1_x1_0", "MobileNetV2_x1_0", "MobileNetV3_large_x1_0", "Mobil
 NETS += ("ShuffleNetV2_x1_0", "GhostNet_x1_0")
 SN1 = "ShuffleNetV1_g3_x0_5"
 
+
+def target(toolchain: str, tgt: str, field: str) -> float:
+    """int8_targets: one field of the MobileNetV3_small row of ``toolchain`` and ``tgt`` (portable / vnni)."""
+    rows = doc("int8_targets.json")["rows"]
+    return next(r for r in rows if r["toolchain"] == toolchain and r["target"] == tgt)[field]
+
+
+def portable_cost(toolchain: str) -> float:
+    """int8_targets: portable - vnni int8 top-1 on the whole test split, in points."""
+    return target(toolchain, "portable", "int8_top1_here") - target(toolchain, "vnni", "int8_top1_here")
+
+
+def kind_share(model: str, kind: str, field: str) -> float:
+    rows = doc(f"per_layer_cpu/per_layer_{model}.json")["by_kind"]
+    return next(r for r in rows if r["kind"] == kind)[field]
+
+
 CLAIMS: list[tuple[str, str, object]] = [
     # README text with {} for the number, the results file, the number as the README prints it
     ("`--help` {} s", "cli_startup.json", lambda: f"{cli('mobilezoo --help'):.2f}"),
@@ -101,6 +118,62 @@ CLAIMS: list[tuple[str, str, object]] = [
     ),
     ("but {}% (-16.29) on OpenVINO", "quant_cifar10.json", lambda: f"{top1('GhostNet_x1_0', 'qat-openvino'):.2f}"),
     ("21.65% ({}) on OpenVINO", "quant_cifar10.json", lambda: f"{drop('GhostNet_x1_0', 'qat-openvino'):.2f}"),
+    (
+        "checkpoint at {}% top-1; this Xeon",
+        "int8_targets.json",
+        lambda: f"{target('onnxruntime', 'vnni', 'fp32_top1'):.2f}",
+    ),
+    (
+        "artifact scores {}% here",
+        "int8_targets.json",
+        lambda: f"{target('onnxruntime', 'vnni', 'int8_top1_here_subset'):.2f}",
+    ),
+    (
+        "here and {}% on the AVX2 CPU",
+        "int8_targets.json",
+        lambda: f"{target('onnxruntime', 'vnni', 'int8_top1_avx2_subset'):.2f}",
+    ),
+    (
+        "({}% top-1 agreement)",
+        "int8_targets.json",
+        lambda: f"{100 * target('onnxruntime', 'vnni', 'avx2_vs_here_agree'):.1f}",
+    ),
+    ("NNCF IR {}% and", "int8_targets.json", lambda: f"{target('nncf', 'vnni', 'int8_top1_here_subset'):.2f}"),
+    (
+        "% and {}%; the `portable`",
+        "int8_targets.json",
+        lambda: f"{target('nncf', 'vnni', 'int8_top1_avx2_subset'):.2f}",
+    ),
+    (
+        "on both CPUs ({}%,",
+        "int8_targets.json",
+        lambda: f"{target('onnxruntime', 'portable', 'int8_top1_avx2_subset'):.2f}",
+    ),
+    (
+        "%, {}%; 100% agreement)",
+        "int8_targets.json",
+        lambda: f"{target('nncf', 'portable', 'int8_top1_avx2_subset'):.2f}",
+    ),
+    ("images: {} points (ONNX Runtime", "int8_targets.json", lambda: f"{portable_cost('onnxruntime'):+.2f}"),
+    (
+        "(ONNX Runtime, {}% vs",
+        "int8_targets.json",
+        lambda: f"{target('onnxruntime', 'portable', 'int8_top1_here'):.2f}",
+    ),
+    ("% vs {}%) and", "int8_targets.json", lambda: f"{target('onnxruntime', 'vnni', 'int8_top1_here'):.2f}"),
+    ("and {} (NNCF,", "int8_targets.json", lambda: f"{portable_cost('nncf'):+.2f}"),
+    ("(NNCF, {}% vs", "int8_targets.json", lambda: f"{target('nncf', 'portable', 'int8_top1_here'):.2f}"),
+    ("% vs {}%): within noise", "int8_targets.json", lambda: f"{target('nncf', 'vnni', 'int8_top1_here'):.2f}"),
+    (
+        "1x1 convolutions hold {}% of the MACs",
+        "per_layer_cpu/per_layer_ShuffleNetV2_x1_0.json",
+        lambda: f"{kind_share('ShuffleNetV2_x1_0', 'conv 1x1', 'MACs_%'):.0f}",
+    ),
+    (
+        "of the MACs but {}% of the time",
+        "per_layer_cpu/per_layer_ShuffleNetV2_x1_0.json",
+        lambda: f"{kind_share('ShuffleNetV2_x1_0', 'conv 1x1', 'time_%'):.0f}",
+    ),
     ("runs {}x (ShuffleNetV1_g3_x0_5)", "quant_cifar10_latency.csv", lambda: f"{int8_speedup(SN1):.2f}"),
     ("to {}x (MobileNetV1) faster", "quant_cifar10_latency.csv", lambda: f"{int8_speedup('MobileNetV1_x1_0'):.2f}"),
 ]

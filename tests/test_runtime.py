@@ -217,3 +217,23 @@ def test_engine_chatter_is_silenced_where_stdout_is_not_file_descriptor_1(capsys
     print("after")
     out, err = capsys.readouterr()
     assert out == "after\n" and err == ""
+
+
+def test_openvino_computes_in_the_precision_asked_not_its_cpu_default():
+    """OpenVINO's CPU plugin defaults to bf16 inference on AMX/AVX512-BF16 CPUs: an fp32 session must ask for f32
+    (what the README promises), and bf16 only when asked (OpenVINO runs bf16 on AVX-512 and AMX CPUs; on an AVX2-only
+    one it may fall back to f32, which is not asserted there)."""
+    pytest.importorskip("openvino")
+    from mobilezoo import backends
+    from mobilezoo.measure.machine import machine_info
+
+    m = mz.create_model("MobileNetV3_small_x0_35", weights="random").eval()
+    eng = backends.get("openvino")
+    hints = {}
+    for precision in ("fp32", "bf16"):
+        sess = eng.open(m, threads=1, precision=precision, batch_size=1)
+        compiled = next(k for k in sess.keep if hasattr(k, "get_property") and hasattr(k, "create_infer_request"))
+        hints[precision] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert hints["fp32"] == "f32", hints  # on an AMX CPU OpenVINO's own default would be bf16
+    if any(f.startswith(("avx512", "amx")) for f in machine_info()["cpu_features"]):
+        assert hints["bf16"] == "bf16", hints  # (seen: bf16 on AVX-512 without AVX512_BF16 too)

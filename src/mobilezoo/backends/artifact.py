@@ -45,9 +45,11 @@ class ArtifactError(ValueError):
 
 
 def artifact_metadata(model: Any, class_names: list[str] | None = None, precision: str = "fp32") -> dict:
-    """What every exported artifact carries: model name, classes, preprocessing, precision."""
+    """What every exported artifact carries: model name, classes, preprocessing, precision, and the deployment
+    rewrites (:mod:`mobilezoo.models.rewrite`) its graph was built with."""
     from ..data.transforms import eval_preprocess
     from ..models.base import min_input_size
+    from ..models.rewrite import applied
     from ..reference import class_names_for
 
     pre = eval_preprocess(getattr(model, "default_cfg", None))
@@ -58,6 +60,7 @@ def artifact_metadata(model: Any, class_names: list[str] | None = None, precisio
         "preprocess": pre.as_dict(),
         "precision": precision,
         "min_input_size": min_input_size(model),
+        "rewrites": applied(model) if hasattr(model, "modules") else [],
     }
 
 

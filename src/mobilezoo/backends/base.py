@@ -23,7 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Backend", "Session", "Unsupported", "example_input", "numpy_input", "quiet", "to_torch", "verbose"]
+__all__ = [
+    "Backend",
+    "NodeTime",
+    "Session",
+    "Unsupported",
+    "example_input",
+    "numpy_input",
+    "quiet",
+    "to_torch",
+    "verbose",
+]
 
 
 class Unsupported(RuntimeError):
@@ -61,6 +71,25 @@ class Session:
         native = self.prepare(x)
         self.keep.append(native)
         return lambda: self.run_native(native)
+
+
+WARMUP_RUNS = 3
+"""Runs an engine's profiler makes (and drops) before the ``iters`` it reports."""
+
+
+@dataclass
+class NodeTime:
+    """One node of an engine's executed graph (after the engine's own fusions), from the engine's profiler."""
+
+    node: str
+    """The engine's node name (it carries the exporter's module scope: ``/blocks/blocks.0/conv_pw/conv/Conv``)."""
+    op: str
+    """The operator as it ran (ONNX Runtime's kernel op, e.g. ``FusedConv``; OpenVINO's node type)."""
+    kernel: str
+    """The implementation the engine chose (OpenVINO's exec type, e.g. ``jit_avx512_FP32``; ONNX Runtime's
+    execution provider)."""
+    times_ms: list[float]
+    """Its time in each profiled run."""
 
 
 class Backend:
@@ -143,6 +172,11 @@ class Backend:
         mode: str | None = None,
     ) -> Session:
         raise NotImplementedError
+
+    def profile(self, source: str | Path | nn.Module, x: torch.Tensor, *, threads: int = 1, iters: int = 20):
+        """Run ``source`` on ``x`` ``iters`` times under the engine's own profiler: a list of :class:`NodeTime`
+        (the artifact's executed nodes, in order)."""
+        raise Unsupported(f"{self.name} has no per-node profiler here (onnxruntime and openvino have)")
 
     def quantize(
         self,

@@ -84,10 +84,10 @@ def _save(mlmodel: Any, path: Path) -> Path:
 
 
 def _convert(model: nn.Module, precision: str, size: int) -> tuple[Any, tuple[int, ...]]:
-    from ..models.fuse import fuse_bn
+    from ..models.rewrite import deploy_form
 
     ct = _ct()
-    net = fuse_bn(model).eval()
+    net = deploy_form(model).eval()
     x = example_input(net, size)
     name = getattr(model, "model_name", type(model).__name__)
     try:

@@ -70,13 +70,13 @@ def _size(model: nn.Module, input_size: int | None) -> int:
 
 
 def _program(model: nn.Module, precision: str, size: int, batch: int = 1) -> bytes:
-    from ..models.fuse import fuse_bn
+    from ..models.rewrite import deploy_form
 
     if precision == "fp16":
         raise ValueError(NO_FP16)
     if precision != "fp32":
         raise ValueError(f"ExecuTorch export writes fp32; int8 comes from `mobilezoo quantize`, not {precision}")
-    net = fuse_bn(model).eval()
+    net = deploy_form(model).eval()
     x = example_input(net, size, batch)
     with quiet():
         return _lower(net, x)
@@ -105,7 +105,7 @@ class ExecuTorchBackend(Backend):
         return _write(path, program, artifact_metadata(model, class_names, precision))
 
     def quantize(self, model, calib, out_dir, *, target="portable", class_names=None) -> Path:
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
         from ._pt2e import pt2e_quantize
 
         with quiet():
@@ -115,7 +115,7 @@ class ExecuTorchBackend(Backend):
             )
 
             quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            gm = pt2e_quantize(fuse_bn(model).eval(), calib, quantizer)
+            gm = pt2e_quantize(deploy_form(model).eval(), calib, quantizer)
             program = _lower(gm, calib[:1].float())
         meta = {
             **artifact_metadata(model, class_names, "int8"),

@@ -127,11 +127,11 @@ def _size(model: nn.Module, input_size: int | None) -> int:
 def _model_bytes(
     model: nn.Module, precision: str, size: int, class_names: list[str] | None = None, batch: int = 1
 ) -> bytes:
-    from ..models.fuse import fuse_bn
+    from ..models.rewrite import deploy_form
 
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"LiteRT export writes fp32 or fp16; int8 comes from `mobilezoo quantize`, not {precision}")
-    net = fuse_bn(model).eval()
+    net = deploy_form(model).eval()
     data = with_tflite_metadata(
         _convert(net, example_input(net, size, batch)), artifact_metadata(model, class_names, precision)
     )
@@ -158,7 +158,7 @@ class LiteRtBackend(Backend):
     def quantize(self, model, calib, out_dir, *, target="portable", class_names=None) -> Path:
         import importlib.metadata
 
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
         from ._pt2e import pt2e_quantize
 
         with quiet():
@@ -166,7 +166,7 @@ class LiteRtBackend(Backend):
             from litert_torch.quantize.quant_config import QuantConfig
 
             quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            gm = pt2e_quantize(fuse_bn(model).eval(), calib, quantizer, fold_quantize=False)
+            gm = pt2e_quantize(deploy_form(model).eval(), calib, quantizer, fold_quantize=False)
         data = _convert(gm, calib[:1].float(), QuantConfig(pt2e_quantizer=quantizer))
         meta = {
             **artifact_metadata(model, class_names, "int8"),

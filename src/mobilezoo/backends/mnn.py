@@ -67,12 +67,12 @@ def _tool(tool: str, args: list[str], what: str, made: Path) -> None:
 
 def _convert(model: nn.Module, work: Path, precision: str, class_names, input_size) -> Path:
     """The model as an ``.mnn`` file in ``work`` (a scratch folder), via the project's ONNX graph."""
-    from ..models.fuse import fuse_bn
+    from ..models.rewrite import deploy_form
     from .onnxruntime import export_onnx
 
     name = getattr(model, "model_name", type(model).__name__)
     if precision == "fp16":  # rounded to the nearest half here: the converter's --fp16 truncates (2x the error)
-        model = fuse_bn(model)
+        model = deploy_form(model)
         with torch.no_grad():
             for t in model.parameters():
                 t.copy_(t.half().float())

@@ -42,14 +42,14 @@ class NcnnBackend(Backend):
         import pnnx
 
         from ..data.transforms import eval_preprocess
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
 
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"ncnn export writes fp32 or fp16, not {precision}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = getattr(model, "model_name", type(model).__name__)
-        net = fuse_bn(model).eval()
+        net = deploy_form(model).eval()
         x = example_input(net, input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
         with tempfile.TemporaryDirectory(prefix="mobilezoo-pnnx-") as tmp:
             pt = Path(tmp) / f"{name}.pt"

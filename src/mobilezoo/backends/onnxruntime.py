@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .artifact import artifact_metadata, set_onnx_metadata
-from .base import Backend, Session, example_input, numpy_input, to_torch
+from .base import WARMUP_RUNS, Backend, NodeTime, Session, example_input, numpy_input, to_torch
 
 __all__ = ["BACKEND", "OnnxRuntimeBackend", "export_onnx"]
 
@@ -35,13 +35,13 @@ def export_onnx(
     import onnx
 
     from ..data.transforms import eval_preprocess
-    from ..models.fuse import fuse_bn
+    from ..models.rewrite import deploy_form
 
     if opset < 17:
         raise ValueError(f"opset {opset} is below the supported minimum of 17")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = fuse_bn(model)
+    net = deploy_form(model)
     size = input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size
     x = example_input(net, size)
     if fp16:
@@ -109,11 +109,13 @@ class OnnxRuntimeBackend(Backend):
         path = Path(out_dir) / f"{name}{self.suffix}"
         return export_onnx(model, path, fp16=precision == "fp16", class_names=class_names, input_size=input_size)
 
-    def _session(self, model_bytes: bytes, device: str, threads: int | None, batch: int | None):
+    def _session(self, model_bytes: bytes, device: str, threads: int | None, batch: int | None, profile: str = ""):
         import onnxruntime as ort
 
         ort.set_default_logger_severity(3)  # no per-initializer warnings
         opts = ort.SessionOptions()
+        if profile:
+            opts.enable_profiling, opts.profile_file_prefix = True, profile
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -126,13 +128,36 @@ class OnnxRuntimeBackend(Backend):
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         return ort.InferenceSession(model_bytes, opts, providers=providers)
 
-    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+    def _bytes(self, source, precision: str = "fp32") -> tuple[bytes, str]:
         if isinstance(source, nn.Module):
             with tempfile.TemporaryDirectory(prefix="mobilezoo-onnx-") as tmp:
-                data = self.export(source, tmp, precision="fp16" if precision == "fp16" else "fp32").read_bytes()
-            artifact = ""
-        else:
-            data, artifact = Path(source).read_bytes(), Path(source).name
+                return self.export(source, tmp, precision="fp16" if precision == "fp16" else "fp32").read_bytes(), ""
+        return Path(source).read_bytes(), Path(source).name
+
+    def profile(self, source, x, *, threads=1, iters=20):
+        """ONNX Runtime's own profiler (``enable_profiling``): each node's kernel time per run, from its JSON."""
+        import json
+
+        data, _ = self._bytes(source)
+        with tempfile.TemporaryDirectory(prefix="mobilezoo-ortprof-") as tmp:
+            sess = self._session(data, "cpu", threads, int(x.shape[0]), profile=str(Path(tmp) / "ort"))
+            feed = {sess.get_inputs()[0].name: numpy_input()(x)}
+            for _ in range(iters + WARMUP_RUNS):  # the profile holds every run: the first ones are dropped below
+                sess.run(None, feed)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        nodes: dict[str, NodeTime] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                name = e["name"].removesuffix("_kernel_time")
+                a = e.get("args", {})
+                t = nodes.setdefault(name, NodeTime(name, a.get("op_name", "?"), a.get("provider", "?"), []))
+                t.times_ms.append(e["dur"] / 1e3)
+        for t in nodes.values():
+            t.times_ms = t.times_ms[-iters:]
+        return list(nodes.values())
+
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+        data, artifact = self._bytes(source, precision)
         static = self._session(data, device, threads, batch_size)
         inp = static.get_inputs()[0]
         name, dtype = inp.name, (np.float16 if "float16" in inp.type else np.float32)

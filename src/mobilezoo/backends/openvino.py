@@ -50,14 +50,14 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         from ..data.transforms import eval_preprocess
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
 
         if precision not in ("fp32", "fp16"):
             raise ValueError("OpenVINO export writes fp32 or fp16 IR; int8 comes from `quantize --toolchain nncf`")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}"
-        net = fuse_bn(model)
+        net = deploy_form(model)
         x = example_input(net, input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
         ov_model = ov.convert_model(net, example_input=x, input=[(-1, x.shape[1], -1, -1)])
         ov.save_model(ov_model, str(path), compress_to_fp16=precision == "fp16")  # weights stored fp16
@@ -72,27 +72,51 @@ class OpenVinoBackend(Backend):
             cfg["INFERENCE_NUM_THREADS"] = threads
         return cfg
 
-    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
-        import openvino as ov
-
+    def _graph(self, source) -> tuple[Any, str]:
         from .onnxruntime import export_onnx
 
-        if device != "cpu":
-            raise ValueError("the openvino backend runs on the CPU here")
         ovc = core()
         if isinstance(source, nn.Module):  # from the ONNX graph (the fp32 graph; fp16/bf16 are inference precisions)
             with tempfile.TemporaryDirectory(prefix="mobilezoo-ov-") as tmp:
-                graph = ovc.read_model(str(export_onnx(source, Path(tmp) / "model.onnx")))
-            artifact = ""
-        else:
-            graph, artifact = ovc.read_model(str(source)), Path(source).name
-        static = None
-        if batch_size:
-            m = graph.clone()
-            rest = list(m.input(0).get_partial_shape())[1:]
-            dims = [batch_size, *(int(str(d)) if str(d).isdigit() else 224 for d in rest)]
-            m.reshape({m.input(0): ov.PartialShape(dims)})
-            static = ovc.compile_model(m, "CPU", self._config(precision, threads, True))
+                return ovc.read_model(str(export_onnx(source, Path(tmp) / "model.onnx"))), ""
+        return ovc.read_model(str(source)), Path(source).name
+
+    def _static(self, graph, batch_size: int, precision: str, threads: int | None, shape=None, **extra: Any) -> Any:
+        """Compiled for one input shape: ``shape``, or ``batch_size`` with the graph's own sizes (224 where the
+        graph leaves one open)."""
+        import openvino as ov
+
+        m = graph.clone()
+        rest = list(m.input(0).get_partial_shape())[1:]
+        dims = list(shape) if shape else [batch_size, *(int(str(d)) if str(d).isdigit() else 224 for d in rest)]
+        m.reshape({m.input(0): ov.PartialShape(dims)})
+        return core().compile_model(m, "CPU", {**self._config(precision, threads, True), **extra})
+
+    def profile(self, source, x, *, threads=1, iters=20):
+        """OpenVINO's per-node performance counters (``PERF_COUNT``): each executed node's real time per run."""
+        from .base import WARMUP_RUNS, NodeTime
+
+        graph, _ = self._graph(source)
+        compiled = self._static(graph, int(x.shape[0]), "fp32", threads, shape=tuple(x.shape), PERF_COUNT=True)
+        req = compiled.create_infer_request()
+        arr = np.ascontiguousarray(x.detach().float().numpy())
+        nodes: dict[str, NodeTime] = {}
+        for i in range(iters + WARMUP_RUNS):
+            req.infer({0: arr})
+            if i < WARMUP_RUNS:
+                continue
+            for p in req.get_profiling_info():
+                if str(p.status).endswith("EXECUTED"):
+                    t = nodes.setdefault(p.node_name, NodeTime(p.node_name, p.node_type, p.exec_type, []))
+                    t.times_ms.append(p.real_time.total_seconds() * 1e3)
+        return list(nodes.values())
+
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+        if device != "cpu":
+            raise ValueError("the openvino backend runs on the CPU here")
+        ovc = core()
+        graph, artifact = self._graph(source)
+        static = self._static(graph, batch_size, precision, threads) if batch_size else None
         request = static.create_infer_request() if static is not None else None
         shape = tuple(int(d) for d in static.input(0).get_shape()) if static is not None else None
         dynamic: list = []

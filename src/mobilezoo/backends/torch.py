@@ -36,7 +36,7 @@ class TorchBackend(Backend):
     def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **options):
         """``options``: ``channels_last`` (bool), ``input_size`` (the example input's side, for compile/cudagraph),
         ``compile_mode`` (torch.compile's mode)."""
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
 
         if not isinstance(source, nn.Module):
             raise Unsupported("the torch engine runs a model; a TorchScript file runs on the torchscript engine")
@@ -45,7 +45,7 @@ class TorchBackend(Backend):
             raise ValueError(f"torch backend supports fp32/fp16/bf16, not {precision!r}")
         dtype = DTYPES[precision]
         mf = torch.channels_last if options.get("channels_last") else torch.contiguous_format
-        net = fuse_bn(source).to(device=device, dtype=dtype).to(memory_format=mf).eval()
+        net = deploy_form(source).to(device=device, dtype=dtype).to(memory_format=mf).eval()
         sync = torch.cuda.synchronize if device.startswith("cuda") else None
 
         def prepare(x: torch.Tensor) -> torch.Tensor:

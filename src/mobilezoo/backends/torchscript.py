@@ -30,25 +30,25 @@ class TorchScriptBackend(Backend):
     auto_rank = None  # the same kernels as eager torch: not an `auto` candidate
 
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
 
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"TorchScript export writes fp32 or fp16, not {precision}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}"
-        net = fuse_bn(model)
+        net = deploy_form(model)
         torch.jit.save(torch.jit.script(net.half() if precision == "fp16" else net), str(path))
         write_sidecar(path, artifact_metadata(model, class_names, precision))
         return path
 
     def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **options):
-        from ..models.fuse import fuse_bn
+        from ..models.rewrite import deploy_form
 
         artifact = ""
         mf = torch.channels_last if options.get("channels_last") else torch.contiguous_format
         if isinstance(source, nn.Module):
-            net = fuse_bn(source).to(device=device, dtype=_DTYPES[precision]).to(memory_format=mf).eval()
+            net = deploy_form(source).to(device=device, dtype=_DTYPES[precision]).to(memory_format=mf).eval()
             example = example_input(net, int(options.get("input_size") or 224), batch_size or 1)
             example = example.to(device=device, dtype=_DTYPES[precision]).contiguous(memory_format=mf)
             with torch.no_grad(), quiet():

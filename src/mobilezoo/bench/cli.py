@@ -143,6 +143,9 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
         check_threads(threads)
     batch = _ints(args.batch_sizes)[0] if args.batch_sizes else 1
     precision = _csv(args.precision)[0] if args.precision else "fp32"
+    backend = _csv(args.backends)[0] if args.backends else "torch"
+    if backend != "torch" and (precision != "fp32" or args.device != "cpu"):
+        raise ValueError(f"--per-layer on {backend} profiles fp32 on the CPU")
     res = per_layer(
         name,
         threads=threads,
@@ -153,15 +156,18 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
         iters=args.iters,
         fuse=args.fuse,
         weights=chosen_weights(args),
+        backend=backend,
     )
     p = res.peaks
     title = (
-        f"{name} per layer: eager PyTorch {precision}, {args.device}, {threads} thread(s), batch {batch}; roofline "
+        f"{name} per layer: {res.engine}, {precision}, {args.device}, {threads} thread(s), batch {batch}; roofline "
         f"from measured ceilings {p['peak_gflops']} GFLOP/s, {p['cache_gbps']}/{p.get('llc_gbps')}/{p['dram_gbps']} "
         "GB/s (cache/LLC/DRAM); FLOPs = 2 x MACs"
     )
     _table.render(res.rows, args.format, title=title)
     _table.render(res.by_kind(), args.format, title="time share vs MACs share by operator kind")
+    if res.nodes:
+        _table.render(res.by_engine_op(), args.format, title=f"{backend}'s time per operator as it ran")
     _table.render([res.summary()], args.format, title="whole network")
     if args.output:
         import json
@@ -171,6 +177,7 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
         with (out / f"per_layer_{name}.csv").open("w") as f:
             _table.render(res.rows, "csv", out=f)
         doc = {"summary": res.summary(), "peaks": res.peaks, "by_kind": res.by_kind(), "layers": res.rows}
+        doc |= {"engine": res.engine, "by_engine_op": res.by_engine_op()} if res.nodes else {}
         (out / f"per_layer_{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
         with (out / f"per_layer_{name}.md").open("w") as f:
             f.write(f"# {title}\n\n")

@@ -16,6 +16,7 @@ overhead, layout changes, poor kernel) — the ShuffleNetV2 paper's point that M
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..measure.machine import Peaks, measure_peaks
 
-__all__ = ["PerLayerResult", "layer_kind", "per_layer"]
+__all__ = ["PerLayerResult", "layer_kind", "module_of", "per_layer"]
 
 
 def layer_kind(m: nn.Module) -> str:
@@ -43,6 +44,8 @@ def layer_kind(m: nn.Module) -> str:
     if isinstance(m, nn.Linear):
         return "linear"
     if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.GELU)):
+        return "activation"
+    if type(m).__name__ in ("HardSigmoidPaddle", "Clip01", "HardSwishMul"):  # the zoo's own gates/activations
         return "activation"
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return "pool"
@@ -62,6 +65,24 @@ class PerLayerResult:
     """Median whole-network latency with the timing hooks (the rows add up to about this)."""
     peaks: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    engine: str = "PyTorch eager"
+    """What ran: eager PyTorch (module hooks) or an engine's artifact (its own profiler)."""
+    nodes: list[Any] = field(default_factory=list, repr=False)
+    """The engine's executed nodes (:class:`mobilezoo.backends.base.NodeTime`); empty for eager."""
+
+    def by_engine_op(self) -> list[dict[str, Any]]:
+        """The engine's time per operator as it ran (after its fusions): where an artifact's time goes."""
+        agg: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+        for n in self.nodes:
+            a = agg[(n.op, n.kernel)]
+            a[0] += statistics.median(n.times_ms) if n.times_ms else 0.0
+            a[1] += 1
+        t = sum(a[0] for a in agg.values()) or 1.0
+        out = [
+            {"op": op, "kernel": k, "nodes": int(a[1]), "time_ms": round(a[0], 4), "time_%": round(100 * a[0] / t, 1)}
+            for (op, k), a in agg.items()
+        ]
+        return sorted(out, key=lambda r: -r["time_ms"])
 
     def by_kind(self) -> list[dict[str, Any]]:
         """Time share beside MACs share and bytes share, per operator kind."""
@@ -90,11 +111,12 @@ class PerLayerResult:
 
     def summary(self) -> dict[str, Any]:
         roof = sum(r["roofline_ms"] for r in self.rows)
+        probe, parts, how = ("profiler", "nodes", "profiled") if self.nodes else ("hooks", "layers", "hooked")
         return {
             "model": self.model,
-            "latency_ms (no hooks)": round(self.total_ms, 3),
-            "sum of layers_ms (hooked)": round(sum(r["time_ms"] for r in self.rows), 3),
-            "hook overhead_ms": round(self.hooked_ms - self.total_ms, 3),
+            f"latency_ms (no {probe})": round(self.total_ms, 3),
+            f"sum of {parts}_ms ({how})": round(sum(r["time_ms"] for r in self.rows), 3),
+            f"{probe[:-1] if probe == 'hooks' else probe} overhead_ms": round(self.hooked_ms - self.total_ms, 3),
             "roofline_ms": round(roof, 3),
             "roofline / latency": round(roof / self.total_ms, 3) if self.total_ms else None,
             "MACs": sum(r["MACs"] for r in self.rows),
@@ -120,11 +142,17 @@ def per_layer(
     fuse: bool = False,
     peaks: Peaks | None = None,
     weights: str | None = None,
+    backend: str = "torch",
 ) -> PerLayerResult:
     """Time every layer of ``model`` (a zoo name with ``weights``, :func:`mobilezoo.create_model`'s; or a module)
-    in eager PyTorch and set it beside its costs."""
+    and set it beside its costs: in eager PyTorch (``backend="torch"``, module hooks), or as the artifact that an
+    engine runs (``onnxruntime``, ``openvino``: the engine's own export, timed by the engine's own profiler, each
+    executed node charged to the module its name scopes; the graph is the deployed one, BatchNorm folded)."""
     from ..models.fuse import fuse_bn
     from ..profile import profile_model
+
+    if backend != "torch":
+        return _engine_per_layer(model, backend, threads, batch_size, input_size, iters, peaks, weights)
 
     if isinstance(model, str):
         from .grid import prepare_model
@@ -232,6 +260,83 @@ def _time_layers(
             for h in hooks:
                 h.remove()
     return plain, hooked, timer.samples
+
+
+def module_of(node: str, known: set[str]) -> str:
+    """The zoo module an engine node belongs to, from the exporter's scope in its name: ONNX's
+    ``/blocks/blocks.0/conv_pw/conv/Conv`` -> ``blocks.0.conv_pw.conv``; the longest known prefix wins, and a node the
+    engine added (a layout reorder) or one outside every module is charged to ``(model)``."""
+    parts: list[str] = []
+    for c in node.removeprefix("__module.").split("/"):
+        if parts and c.startswith(parts[-1] + "."):  # "blocks" then "blocks.0": the scope of a Sequential's child
+            parts[-1] = c
+        elif c:
+            parts.append(c)
+    path = ".".join(parts)
+    while path and path not in known:
+        path = path.rpartition(".")[0]
+    return path or "(model)"
+
+
+def _node_owner(net: nn.Module, known: set[str]):
+    """node -> module key. A conv node named after an activation (ONNX Runtime names a conv with its fused activation
+    by the activation's output) is charged to the conv that activation follows, the last conv before it."""
+    order = [n for n, _ in net.named_modules() if n in known]
+    convs = {n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+
+    def owner(node) -> str:
+        key = module_of(node.node, known)
+        if "Conv" in node.op and key not in convs and key in order:
+            before = [n for n in order[: order.index(key)] if n in convs]
+            key = before[-1] if before else key
+        return key
+
+    return owner
+
+
+def _engine_per_layer(model, backend, threads, batch_size, input_size, iters, peaks, weights) -> PerLayerResult:
+    from .. import backends
+    from ..measure.harness import QUICK, measure, pinned
+    from ..models.rewrite import deploy_form
+    from ..profile import profile_model
+
+    if isinstance(model, str):
+        from .grid import prepare_model
+
+        model = prepare_model(model, weights, input_size=input_size)
+    name = getattr(model, "model_name", type(model).__name__)
+    eng = backends.get(backend)
+    net = deploy_form(model)
+    prof = profile_model(net, input_size=input_size, batch_size=batch_size, name=name)
+    stats = {s.name: s for s in prof.layers}
+    peaks = peaks or measure_peaks(threads or 1, "cpu", "fp32")
+    x = torch.randn(batch_size, 3, input_size, input_size)
+    with tempfile.TemporaryDirectory(prefix="mobilezoo-perlayer-") as tmp, pinned(threads or 1):
+        path = eng.export(model, tmp, input_size=input_size)
+        nodes = eng.profile(path, x, threads=threads or 1, iters=iters)
+        sess = eng.open(path, threads=threads or 1, batch_size=batch_size)
+        plain = measure(sess.timed_call(x), QUICK).stats.median_ms
+    owner = _node_owner(net, set(stats))
+    samples: dict[str, list[float]] = defaultdict(lambda: [0.0] * iters)
+    for n in nodes:
+        for i, t in enumerate(n.times_ms[:iters]):
+            samples[owner(n)][i] += t / 1e3
+    rows = _layer_rows(net, stats, samples, peaks)
+    by_node = {r["layer"]: r for r in rows}
+    for n in nodes:
+        r = by_node.get(owner(n))
+        if r is not None:
+            r.setdefault("engine_ops", [])
+            if n.op not in r["engine_ops"]:
+                r["engine_ops"].append(n.op)
+    for r in rows:
+        r["engine_ops"] = "+".join(r.get("engine_ops", [])) or "-"
+    total = [sum(n.times_ms[i] for n in nodes if len(n.times_ms) > i) for i in range(iters)]
+    med = statistics.median(total)
+    engine = f"{backend} {eng.version()} ({path.name}, its own profiler)"
+    return PerLayerResult(
+        name, "cpu", threads or 1, "fp32", batch_size, plain, med, peaks.as_dict(), rows, engine, nodes
+    )
 
 
 def _layer_rows(

@@ -1,0 +1,97 @@
+"""Deployment rewrites (mobilezoo.models.rewrite): exact on every zoo architecture, applied where their pattern is,
+recorded in the artifact, and visible in the exported graph."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import mobilezoo as mz
+from mobilezoo.models import list_models
+from mobilezoo.models.layers import DownscaleDropout, HardSigmoidPaddle, SqueezeExcite
+from mobilezoo.models.rewrite import DEFAULT, REWRITES, applied, deploy_form, rewrite, using
+
+ARCHS = list_models(archs_only=True)
+
+
+def _net(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    m = mz.create_model(name, weights="random").eval()
+    with torch.no_grad():  # BatchNorm statistics away from (0, 1), so folding is not the identity
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_every_rewrite_is_exact_on_every_architecture(name):
+    m = _net(name)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = m(x)
+        with using(tuple(REWRITES)):
+            got = deploy_form(m)(x)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max(), name
+    n_se = sum(isinstance(k, SqueezeExcite) and isinstance(k.gate, HardSigmoidPaddle) for k in m.modules())
+    n_hs = sum(isinstance(k, nn.Hardswish) for k in m.modules())
+    has_scale = isinstance(getattr(m.head, "dropout", None), DownscaleDropout)
+    assert rewrite(_net(name), tuple(REWRITES)) == {
+        "se_gate": n_se,
+        "head_scale": int(has_scale),
+        "hardswish_mul": n_hs,
+    }
+    # MobileNetV3 has all three; GhostNet's gate is already a clip and its dropout torch's kind: none, as the others
+    expect = {"se_gate", "head_scale"} if name.startswith("MobileNetV3") else set()
+    assert set(applied(m)) == expect, (name, applied(m))
+
+
+def test_rewritten_model_keeps_the_original_untouched_and_leaves_no_pattern():
+    m = _net("MobileNetV3_small_x1_0")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    net = deploy_form(m)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert not any(isinstance(k, (HardSigmoidPaddle, DownscaleDropout, nn.BatchNorm2d)) for k in net.modules())
+    with using(()):  # BatchNorm folding only
+        plain = deploy_form(m)
+    assert sum(isinstance(k, HardSigmoidPaddle) for k in plain.modules()) == 9  # the small table's 9 SE blocks
+    assert applied(m) == list(DEFAULT)
+
+
+def test_unknown_rewrite_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"^unknown rewrite 'fold_all'; known: se_gate, head_scale, hardswish_mul$"):
+        with using(["fold_all"]):
+            pass
+
+
+def _ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_exported_graph_shows_the_rewrites_and_the_metadata_names_them(tmp_path):
+    from mobilezoo.export import export, read_metadata
+
+    m = _net("MobileNetV3_small_x1_0")
+    plain_dir, rw_dir, hs_dir = tmp_path / "plain", tmp_path / "rw", tmp_path / "hs"
+    with using(()):
+        plain = export(m, "onnx", plain_dir, input_size=64)
+    rw = export(m, "onnx", rw_dir, input_size=64)
+    with using(("se_gate", "head_scale", "hardswish_mul")):
+        hs = export(m, "onnx", hs_dir, input_size=64)
+    p, r, h = _ops(plain), _ops(rw), _ops(hs)
+    # each SE gate lost its Mul(0.2) and Add(0.5); the head lost its Mul(0.8)
+    assert p.count("Mul") - r.count("Mul") == 9 + 1 and p.count("Add") - r.count("Add") == 9
+    assert "HardSwish" in r and "HardSwish" not in h and h.count("HardSigmoid") == r.count("HardSwish")
+    assert read_metadata(plain)["rewrites"] == [] and read_metadata(rw)["rewrites"] == ["se_gate", "head_scale"]
+    assert read_metadata(hs)["rewrites"] == ["se_gate", "head_scale", "hardswish_mul"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = m(x)
+    for path in (plain, rw, hs):
+        got = mz.runtime.load(path, threads=1)(x)
+        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max(), path
