@@ -594,6 +594,9 @@ def readme_figures(doc: dict) -> str:
     done = [g["model"] for g in goals]
     left = [m for m in MODELS if m not in done]
     cover = "all six networks" if not left else f"{len(done)} of the six networks; not measured: {', '.join(left)}"
+    if "; then " in doc["command"]:  # folded in by --merge
+        later = doc["command"].split("; then ", 1)[1].split(" by: ", 1)[0]
+        cover += f" ({later} in a second run, same kind of machine, after the rewrites)"
     top1 = [a["fp32"] for a in acc.values()]
     ck = f"fp32 top-1 of the CIFAR-10 checkpoints {min(top1):.2f}-{max(top1):.2f}%" if top1 else "no checkpoints"
     return (
@@ -615,6 +618,28 @@ def rewrite_readme(doc: dict, readme: Path = REPO / "README.md") -> None:
     readme.write_text(text[:a] + "\n" + readme_figures(doc) + "\n" + text[b:])
 
 
+def merge(args) -> None:
+    """Networks measured by another run (``--merge NAME``: a run stopped for time, completed later) folded into this
+    one's results: each network's rows come from one run (its engines timed side by side there); the goals are judged
+    again; both commands are recorded."""
+    from mobilezoo import create_model
+    from mobilezoo.profile import count_macs
+
+    main_doc = json.loads((args.out / f"{args.name}.json").read_text())
+    part = json.loads((args.out / f"{args.merge}.json").read_text())
+    moved = list(dict.fromkeys(r["model"] for r in part["rows"]))
+    rows = [r for r in main_doc["rows"] if r["model"] not in moved] + part["rows"]
+    acc = {k: v for k, v in (main_doc["accuracy"] if isinstance(main_doc["accuracy"], dict) else {}).items()}
+    acc |= part["accuracy"] if isinstance(part["accuracy"], dict) else {}
+    choices = {**main_doc["auto_choices"], **part["auto_choices"]}
+    info = main_doc["machine"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    macs = {m: count_macs(create_model(m, weights="random")) for m in models}
+    goals = evaluate(rows, acc, info.get("peaks_1_thread"), macs)
+    command = f"{main_doc['command']}; then {', '.join(moved)} by: {part['command']} ({part['machine_named']})"
+    write(args, info, rows, choices, goals, acc, main_doc["wall_s"] + part["wall_s"], command, part["load_average_end"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
@@ -629,9 +654,13 @@ def main() -> int:
         "--rewrite", action="store_true", help="judge the goals again and rewrite the .md/.json from the existing JSON"
     )
     ap.add_argument("--readme", action="store_true", help="rewrite the README's peers figures from the existing JSON")
+    ap.add_argument("--merge", default=None, help="fold the networks of run NAME (same --out) into --name's results")
     args = ap.parse_args()
     if args.readme:
         rewrite_readme(json.loads((args.out / f"{args.name}.json").read_text()))
+        return 0
+    if args.merge:
+        merge(args)
         return 0
     if args.rewrite:
         from mobilezoo import create_model

@@ -1,6 +1,7 @@
 """ONNX export, the runtime API and `mobilezoo predict` on the bundled photos and on broken files."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -237,3 +238,25 @@ def test_openvino_computes_in_the_precision_asked_not_its_cpu_default():
     assert hints["fp32"] == "f32", hints  # on an AMX CPU OpenVINO's own default would be bf16
     if any(f.startswith(("avx512", "amx")) for f in machine_info()["cpu_features"]):
         assert hints["bf16"] == "bf16", hints  # (seen: bf16 on AVX-512 without AVX512_BF16 too)
+
+
+def test_openvino_leaves_the_callers_cpu_affinity_as_it_was():
+    """OpenVINO pins the thread that runs an inference to the cores its model was compiled for (and its CPU plugin
+    caches the cores it saw when loaded): a model compiled inside a pinned benchmark once kept the whole test process
+    on one core, so a later `bench --threads 2` failed. The caller's affinity is now its own."""
+    pytest.importorskip("openvino")
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable cores and CPU affinity (Linux)")
+    from mobilezoo import backends
+    from mobilezoo.measure.harness import pinned
+
+    m = mz.create_model("MobileNetV3_small_x0_35", weights="random").eval()
+    x, eng, before = torch.randn(1, 3, 224, 224), backends.get("openvino"), os.sched_getaffinity(0)
+    with pinned(1):
+        inside = eng.open(m, threads=1, batch_size=1)
+        inside(x)
+    assert os.sched_getaffinity(0) == before
+    inside(x)  # compiled for one core, called outside the block
+    assert os.sched_getaffinity(0) == before
+    eng.open(m, threads=2, batch_size=1)(x)  # compiled after the plugin was first loaded inside `pinned`
+    assert os.sched_getaffinity(0) == before

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -106,9 +107,9 @@ class OpenVinoBackend(Backend):
             if i < WARMUP_RUNS:
                 continue
             for p in req.get_profiling_info():
-                if str(p.status).endswith("EXECUTED"):
-                    t = nodes.setdefault(p.node_name, NodeTime(p.node_name, p.node_type, p.exec_type, []))
-                    t.times_ms.append(p.real_time.total_seconds() * 1e3)
+                if str(p.status).endswith("EXECUTED"):  # a node not run in some pass: 0 ms there
+                    t = nodes.setdefault(p.node_name, NodeTime(p.node_name, p.node_type, p.exec_type, [0.0] * iters))
+                    t.times_ms[i - WARMUP_RUNS] = p.real_time.total_seconds() * 1e3
         return list(nodes.values())
 
     def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
@@ -121,6 +122,7 @@ class OpenVinoBackend(Backend):
         shape = tuple(int(d) for d in static.input(0).get_shape()) if static is not None else None
         dynamic: list = []
 
+        @_keeps_affinity
         def run(arr: np.ndarray) -> Any:
             if arr.shape == shape:
                 return request.infer({0: arr}, share_inputs=True, share_outputs=True)[0]
@@ -135,6 +137,24 @@ class OpenVinoBackend(Backend):
         return Session(self.name, precision, "cpu", run, prepare, to_torch, artifact=artifact, keep=keep)
 
 
+def _keeps_affinity(fn):
+    """OpenVINO pins the thread that calls an inference to the cores its compiled model was made for, and leaves it
+    so: a model compiled inside `measure.harness.pinned` (auto's race, a benchmark) would keep its caller on one core
+    after. The caller's affinity is put back after each call (two syscalls, under a microsecond)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return fn
+
+    def run(arr):
+        mask = os.sched_getaffinity(0)
+        try:
+            return fn(arr)
+        finally:
+            if os.sched_getaffinity(0) != mask:
+                os.sched_setaffinity(0, mask)
+
+    return run
+
+
 BACKEND = OpenVinoBackend()
 
 
@@ -143,8 +163,19 @@ def core() -> Any:
     """The process's one ``ov.Core``, its CPU plugin loaded now and never released (see the module's note)."""
     import openvino as ov
 
+    from ..measure.harness import unpinned_cpus
+
     c = ov.Core()
-    c.get_property("CPU", "FULL_DEVICE_NAME")  # loads the CPU plugin: its signal stack is the bottom one
+    # The CPU plugin caches the cores the loading thread may use, and pins every later caller of an inference to
+    # them: loaded inside `pinned` (a benchmark, auto's race), it would keep the process on one core afterwards.
+    outer, own = unpinned_cpus(), os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if outer and own is not None:
+        os.sched_setaffinity(0, outer)
+    try:
+        c.get_property("CPU", "FULL_DEVICE_NAME")  # loads the CPU plugin: its signal stack is the bottom one
+    finally:
+        if outer and own is not None:
+            os.sched_setaffinity(0, own)
     return c
 
 

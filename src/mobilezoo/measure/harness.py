@@ -31,6 +31,7 @@ __all__ = [
     "measure_interleaved",
     "no_gc",
     "pinned",
+    "unpinned_cpus",
 ]
 
 
@@ -222,6 +223,16 @@ def idlest_cores(n: int, sample_s: float = 0.05) -> list[int]:
     return sorted(sorted(allowed, key=busy)[:n])
 
 
+_OUTER: list[set[int]] = []
+"""The affinity masks :func:`pinned` replaced, outermost first."""
+
+
+def unpinned_cpus() -> set[int] | None:
+    """The cores this process had before the outermost :func:`pinned` block now open (``None`` outside one): for a
+    library that caches the process's cores when first loaded (OpenVINO's CPU plugin does)."""
+    return set(_OUTER[0]) if _OUTER else None
+
+
 @contextlib.contextmanager
 def pinned(threads: int | None, cores: list[int] | None = None) -> Iterator[list[int]]:
     """Limit this process to ``threads`` cores (and torch to ``threads`` intra-op threads) for the block.
@@ -237,16 +248,20 @@ def pinned(threads: int | None, cores: list[int] | None = None) -> Iterator[list
     if cores is None:
         cores = sorted(old_cpus)[: threads or len(old_cpus)] if has_affinity else []
     cores = [c for c in cores if c in old_cpus][: threads or None] if has_affinity else []
+    pushed = bool(has_affinity and threads)
+    if pushed:
+        _OUTER.append(old_cpus)
     try:
         if threads:
             torch.set_num_threads(threads)
-        if has_affinity and threads:
+        if pushed:
             _set_affinity_all_threads(set(cores))
         yield cores
     finally:
         torch.set_num_threads(old_threads)
-        if has_affinity and threads:
+        if pushed:
             _set_affinity_all_threads(old_cpus)
+            _OUTER.pop()
 
 
 @no_gc()
