@@ -782,6 +782,14 @@ REDUCED = (
 """The reduced-precision artifacts of the trained block: each is timed there and evaluated (same object)."""
 
 
+def _unless_faster_noisy(v: str, faster_noisy: list[str]) -> str:
+    """A goal met or tied against the fastest *clean* peer says nothing while faster peers were left out as noisy
+    (the comparison would be against a slower engine): not judged then. A miss stands (faster peers only widen it)."""
+    if faster_noisy and not v.startswith("missed"):
+        return f"not judged: {len(faster_noisy)} faster fp32 peers too noisy (against the fastest clean one: {v})"
+    return v
+
+
 def fp32_goals(rows: list[dict], model: str, peaks: dict | None, macs: dict | None) -> dict[str, Any]:
     """auto vs the fastest fp32 peer (as fast: issue 5; 1.15x: issue 15) and vs eager (3x), ImageNet block."""
     auto, _ = _candidates(rows, model, "imagenet-224", ["mobilezoo-auto"])
@@ -795,8 +803,8 @@ def fp32_goals(rows: list[dict], model: str, peaks: dict | None, macs: dict | No
         ratio, sp = _t(peer) / _t(auto), _spread(peer, auto)
         g.update(auto_ms=_t(auto), fastest_peer=peer["engine"], fastest_peer_ms=_t(peer), ratio_spread=sp)
         g["fp32_speedup_vs_fastest_peer"] = ratio
-        g["goal_fp32_vs_fastest_peer"] = verdict(ratio, 1.0, sp)
-        g["goal_fp32_1_15x"] = verdict(ratio, 1.15, sp)
+        g["goal_fp32_vs_fastest_peer"] = _unless_faster_noisy(verdict(ratio, 1.0, sp), left)
+        g["goal_fp32_1_15x"] = _unless_faster_noisy(verdict(ratio, 1.15, sp), left)
     if eager:
         s = _t(eager) / _t(auto)
         g["speedup_vs_pytorch_eager"] = s
@@ -814,7 +822,7 @@ def reduced_goal(rows: list[dict], model: str, acc: dict | None) -> dict[str, An
     against the fastest fp32 peer of the same block: >= 1.5x. The timed artifact is the evaluated one."""
     if not acc:
         return {"goal_reduced_1_5x": "not judged: no CIFAR-10-trained checkpoint (--ckpt-dir)"}
-    peer, _ = _candidates(rows, model, "cifar10-32", FP32_PEERS, "fp32")
+    peer, peers_left = _candidates(rows, model, "cifar10-32", FP32_PEERS, "fp32")
     mine = [r for r in rows if r["model"] == model and r.get("block") == "cifar10-32" and r["engine"] in REDUCED]
     wrong = {"reduced_wrong": [f"{r['engine']}: {r['status']}, not timed" for r in mine if r["status"] != "ok"]}
     skipped: list[str] = []
@@ -837,7 +845,8 @@ def reduced_goal(rows: list[dict], model: str, acc: dict | None) -> dict[str, An
             "reduced_peer_ms": _t(peer),
             "reduced_speedup_vs_best_fp32_peer": s,
             "top1_drop_points": drop,
-            "goal_reduced_1_5x": _reduced_verdict(verdict(s, 1.5, sp), drop, skipped),
+            "goal_reduced_1_5x": _reduced_verdict(_unless_faster_noisy(verdict(s, 1.5, sp), peers_left), drop, skipped),
+            "fp32_peers_excluded_noisy": peers_left,
             "reduced_skipped_faster": skipped,
         }
     noisy = [x for x in skipped if "(noisy" in x]

@@ -147,3 +147,19 @@ def test_a_measurement_says_so_on_stderr_and_a_cached_choice_is_silent(model, ca
     assert err[0].endswith(f"cached in {auto.cache_path()} ...") and err[1].startswith("mobilezoo: auto chose fast (")
     auto.choose(model, threads=1, builders=_builders(model, slow=0.01, fast=0.0))
     assert capsys.readouterr().err == ""
+
+
+def test_auto_measures_a_cifar_checkpoint_at_the_size_its_candidates_are_exported_at(trained, tmp_path, monkeypatch):
+    """A CIFAR-10 checkpoint's default_cfg keeps input_size 224 but its eval crop is 32: auto measured the candidates
+    on 224x224 inputs while exporting them at 32x32, so every engine with a fixed input size was rejected and eager
+    torch won (seen in the peers run: ShuffleNetV2 at 32x32, auto 8.9 ms against LiteRT's 1.7 ms)."""
+    monkeypatch.setenv("MOBILEZOO_HOME", str(tmp_path / "home"))
+    from mobilezoo.data import eval_preprocess
+    from mobilezoo.train import model_from_checkpoint
+
+    _, ckpt = trained
+    model = model_from_checkpoint(ckpt)
+    assert eval_preprocess(model).crop_size == 32 and model.default_cfg["input_size"][-1] == 224
+    monkeypatch.setattr(auto, "candidates_for", lambda precision, device: ["onnxruntime", "torch"])
+    rt = runtime.load(model, backend="auto", threads=1, remeasure=True)
+    assert "onnxruntime" in rt.auto.timings_ms and "onnxruntime" not in rt.auto.rejected, rt.auto.rejected

@@ -486,8 +486,11 @@ def test_peers_goals_use_medians_and_call_a_margin_within_the_spread_a_tie():
     ]
     goals = {g["model"]: g for g in peers.evaluate(rows, {}, {"peak_gflops": 100.0}, {"A": 300e6, "B": 100e6})}
     a, b, c = goals["A"], goals["B"], goals["C"]
-    assert a["fastest_peer"] == "openvino" and a["goal_fp32_vs_fastest_peer"] == "reached"
-    assert a["fp32_speedup_vs_fastest_peer"] == pytest.approx(5.0 / 4.0) and a["goal_fp32_1_15x"] == "reached"
+    # beaten, the fastest clean peer; but ncnn, faster, was too noisy to compare with: no claim (seen in a real run:
+    # GhostNet "3.09x" against Paddle Inference while five faster peers were noisy)
+    faster_noisy = "not judged: 1 faster fp32 peers too noisy (against the fastest clean one: reached)"
+    assert a["fastest_peer"] == "openvino" and a["goal_fp32_vs_fastest_peer"] == faster_noisy
+    assert a["fp32_speedup_vs_fastest_peer"] == pytest.approx(5.0 / 4.0) and a["goal_fp32_1_15x"] == faster_noisy
     assert "ncnn 3.000 ms (noisy" in " ".join(a["fp32_excluded_noisy"])
     assert a["goal_3x_vs_eager"] == "reached" and a["speedup_vs_pytorch_eager"] == pytest.approx(15 / 4.0)
     assert a["auto_gflops"] == pytest.approx(2 * 300e6 / 4.0e-3 / 1e9)

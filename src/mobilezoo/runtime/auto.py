@@ -181,8 +181,12 @@ def _from_cache(digest: str, key: dict[str, Any], names: list[str]) -> AutoChoic
 
 
 def _reference_input(model: nn.Module, batch_size: int) -> tuple[torch.Tensor, nn.Module]:
+    from ..data.transforms import eval_preprocess
+
     in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    size = getattr(model, "default_cfg", {}).get("input_size", (in_chans, 224, 224))[-1]
+    # the size the candidates' artifacts are exported at (the eval crop: 32 for a CIFAR-10 checkpoint, whose
+    # default_cfg may still say 224 for input_size)
+    size = eval_preprocess(getattr(model, "default_cfg", None)).crop_size
     x = torch.randn(batch_size, in_chans, size, size, generator=torch.Generator().manual_seed(0))
     p0 = next(model.parameters())
     cpu_fp32 = p0.device.type == "cpu" and p0.dtype == torch.float32
