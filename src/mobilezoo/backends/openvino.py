@@ -140,7 +140,7 @@ class OpenVinoBackend(Backend):
 def _keeps_affinity(fn):
     """OpenVINO pins the thread that calls an inference to the cores its compiled model was made for, and leaves it
     so: a model compiled inside `measure.harness.pinned` (auto's race, a benchmark) would keep its caller on one core
-    after. The caller's affinity is put back after each call (two syscalls, under a microsecond)."""
+    after. The caller's affinity is put back after each call (two syscalls)."""
     if not hasattr(os, "sched_getaffinity"):
         return fn
 
