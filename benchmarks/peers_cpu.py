@@ -49,7 +49,6 @@ never timed. Paddle runs in its own process right before the in-process rounds. 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -269,18 +268,13 @@ def paddle_inference(constructor: str, workdir: Path, x: np.ndarray, cores: list
 
 
 def artifact_id(path: Path | None) -> dict[str, str]:
-    """The artifact a row timed (and, in the trained block, evaluated): its file name and the sha256 of its bytes
-    (weights file and sidecar included)."""
+    """The artifact a row timed (and, in the trained block, evaluated): its file name and digest
+    (:func:`mobilezoo.backends.artifact.artifact_digest`)."""
     if path is None:
         return {}
-    from mobilezoo.backends.artifact import companions
+    from mobilezoo.backends.artifact import artifact_digest
 
-    h = hashlib.sha256()
-    for f in [Path(path), *companions(path)]:
-        for q in sorted(f.rglob("*")) if f.is_dir() else [f]:
-            if q.is_file():
-                h.update(q.read_bytes())
-    return {"artifact": Path(path).name, "sha256": h.hexdigest()[:16]}
+    return {"artifact": Path(path).name, "sha256": artifact_digest(path)}
 
 
 class Block:

@@ -115,6 +115,31 @@ def test_small_input_option_keeps_resolution():
         assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 2  # stride 16 instead of 32
 
 
+@pytest.mark.parametrize(
+    "name, final",  # final map side on 32x32 at small_input 1 -> 2
+    [("MobileNetV1_x0_25", (2, 4)), ("MobileNetV2_x0_5", (2, 4)), ("MobileNetV3_small_x0_35", (2, 4)),
+     ("MobileNetV3_large_x0_35", (2, 4)), ("GhostNet_x0_5", (2, 4)), ("ShuffleNetV1_g3_x0_5", (4, 8)),
+     ("ShuffleNetV2_x0_5", (4, 8))],
+)  # fmt: skip
+def test_small_input_2_also_runs_the_first_downsampling_block_at_stride_1(name, final):
+    one = mz.create_model(name, weights="random", num_classes=10, small_input=1).eval()
+    two = mz.create_model(name, weights="random", num_classes=10, small_input=2).eval()
+    sd1, sd2 = one.state_dict(), two.state_dict()
+    assert {k: v.shape for k, v in sd1.items()} == {k: v.shape for k, v in sd2.items()}  # a checkpoint loads in both
+    two.load_state_dict(sd1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f1, f2 = one.forward_features(x), two.forward_features(x)
+    assert (f1.shape[-1], f2.shape[-1]) == final
+    assert [f["reduction"] for f in two.feature_info][-1] * 2 == [f["reduction"] for f in one.feature_info][-1]
+    assert two.feature_info[-1]["reduction"] == 32 // final[1]
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in one.modules()) > sum(
+        isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in two.modules()
+    )
+    with torch.no_grad():  # stride 1 where it was 2: the first stage sees the map the stem made, not a quarter of it
+        assert not torch.allclose(one(x), two(x))
+
+
 def test_mobilenetv3_dropout_is_paddles_downscale_in_infer():
     from mobilezoo.models.layers import DownscaleDropout
 

@@ -86,6 +86,12 @@ def test_recipes_resolve_family_file_per_model_tables_and_overrides():
     assert (v1.schedule, v1.milestones) == ("piecewise", [30, 60, 90])
     r = load_recipe("cifar10", "GhostNet_x1_0", ["epochs=3", "lr=0.05", "amp=none", "small_input=false"])
     assert (r.epochs, r.lr, r.amp, r.small_input, r.no_bn_decay) == (3, 0.05, "none", False, True)
+    assert load_recipe("cifar10", "GhostNet_x1_0").small_input == 1  # the shipped `small_input = true`
+    assert load_recipe("cifar10", "GhostNet_x1_0", ["small_input=2"]).small_input == 2
+    with pytest.raises(
+        RecipeError, match=r"^recipe field 'small_input': 3 is out of range \(allowed: 0, 1 \(true\) or 2\)$"
+    ):
+        load_recipe("cifar10", "GhostNet_x1_0", ["small_input=3"])
     assert r.lr_for(256) == pytest.approx(0.05 * 256 / 128)  # lr scales with the global batch
     with pytest.raises(RecipeError, match="did you mean epochs"):
         load_recipe("cifar10", MODEL, ["epoch=3"])

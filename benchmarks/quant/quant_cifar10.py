@@ -204,6 +204,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
                 "top5": round(r.top5, 2),
                 "images": r.count,
                 "bytes": artifact_bytes(artifacts[art]) if art in artifacts else "",
+                **_identity(artifacts.get(art)),
             }
         )
         print(f"   {eng:28s} top-1 {r.top1:6.2f}  top-5 {r.top5:6.2f}", flush=True)
@@ -255,6 +256,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
                 lat_rows.append(
                     {"model": name, "network": label, "input": size, "runtime": rt_name, "artifact": art}
                     | {"precision": "fp32" if art == "fp32" else "int8", "status": "wrong", "note": why}
+                    | _identity(arts[art])
                 )
                 print(f"   latency {label} {rt_name:11s} {art:12s} wrong answer, not timed: {why}", flush=True)
             res = timing({k: f for k, f in fns.items() if k not in wrong}, x, args.rounds)
@@ -271,6 +273,7 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
                         "status": "ok",
                         "speedup_vs_fp32": round(res["fp32"]["median_ms"] / t["median_ms"], 3) if "fp32" in res else "",
                         "bytes": artifact_bytes(arts[art]),
+                        **_identity(arts[art]),
                         "threads": 1,
                         "batch": 1,
                     }
@@ -291,6 +294,15 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
                             }
                         )
     return acc_rows, lat_rows, op_rows
+
+
+def _identity(path: Path | None) -> dict[str, str]:
+    """The artifact a row measured: its file name and digest (the 32x32 rows time the artifacts they evaluate)."""
+    if path is None:
+        return {}
+    from mobilezoo.backends.artifact import artifact_digest
+
+    return {"file": Path(path).name, "sha256": artifact_digest(path)}
 
 
 COMPUTE_OPS = {"Conv", "FusedConv", "QLinearConv", "Gemm", "QGemm", "MatMul", "QLinearMatMul", "MatMulInteger"}

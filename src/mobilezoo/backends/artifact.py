@@ -25,6 +25,7 @@ __all__ = [
     "META_KEY",
     "ArtifactError",
     "artifact_bytes",
+    "artifact_digest",
     "artifact_metadata",
     "check_content",
     "companions",
@@ -136,6 +137,19 @@ def artifact_bytes(path: str | Path) -> int:
     path = Path(path)
     own = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     return own + sum(p.stat().st_size for p in companions(path) if p.suffix == ".bin")
+
+
+def artifact_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the sha256 of the artifact's bytes, its weights file and sidecar included (a
+    folder artifact: every file in it, in name order): what a results row names the artifact it measured by."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in [Path(path), *companions(path)]:
+        for q in sorted(f.rglob("*")) if f.is_dir() else [f]:
+            if q.is_file():
+                h.update(q.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _suffixes() -> dict[str, str]:

@@ -78,6 +78,10 @@ def checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
 class ClassifierHead(nn.Module):
     """Global average pool -> optional 1x1 'hidden' layer(s) -> dropout -> flatten -> Linear.
 
@@ -134,11 +138,16 @@ class ZooModel(nn.Module):
         self.feature_info: list[dict[str, Any]] = []
         self.grad_checkpointing = False
 
-    def _init_feature_info(self, steps: list[tuple[str, int, int]]) -> None:
+    def _init_feature_info(self, steps: list[tuple[str, int, int]], small_input: int = 0) -> None:
         """Declare the feature levels from the family table: ``steps`` is ``(module path, output channels, stride)``
         for the stem (``stem``, or ``stem.conv`` then ``stem`` for a conv + pool stem) and each entry of ``blocks``,
         in forward order. Each level is the last step at one reduction (timm's ``feature_info``: ``num_chs``,
-        ``reduction``, ``module``); ``final_conv`` belongs to the head side and is no level."""
+        ``reduction``, ``module``); ``final_conv`` belongs to the head side and is no level.
+
+        ``small_input`` 2 (the family builders handle 1: a stride-1 stem) also runs the first downsampling entry of
+        ``blocks`` at stride 1 (:meth:`_unstride`): the same parameters, a 2x larger map from there on."""
+        if small_input >= 2:
+            steps = self._unstride(steps)
         info: list[dict[str, Any]] = []
         reduction = 1
         for module, chs, stride in steps:
@@ -151,6 +160,18 @@ class ZooModel(nn.Module):
         for i, level in enumerate(info):
             level["index"] = i
         self.feature_info = info
+
+    def _unstride(self, steps: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """``steps`` with the first stride-2 entry of ``blocks`` at stride 1: every convolution and pool of stride 2
+        in that module (a block's main branch and its shortcut alike) set to stride 1, padding unchanged (each keeps
+        the map size at stride 1). Blocks decide their residual at construction, so none gains a shortcut."""
+        for i, (module, chs, stride) in enumerate(steps):
+            if module.startswith("blocks.") and stride == 2:
+                for m in self.get_submodule(module).modules():
+                    if isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and _pair(m.stride) == (2, 2):
+                        m.stride = (1, 1) if isinstance(m, nn.Conv2d) else 1
+                return [*steps[:i], (module, chs, 1), *steps[i + 1 :]]
+        return steps
 
     def _init_head(
         self,

@@ -101,7 +101,7 @@ class GhostNet(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.2,
-        small_input: bool = False,
+        small_input: int = 0,
     ) -> None:
         super().__init__()
         s = cfg.scale
@@ -117,7 +117,7 @@ class GhostNet(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(LAST * s, 4)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu")
-        self._init_feature_info(steps)
+        self._init_feature_info(steps, int(small_input))
         hidden = ConvBNAct(last, HEAD, 1, act="relu")
         self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate)
 

@@ -59,7 +59,7 @@ class MobileNetV1(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
-        small_input: bool = False,
+        small_input: int = 0,
     ) -> None:
         super().__init__()
         s = cfg.scale
@@ -74,7 +74,7 @@ class MobileNetV1(ZooModel):
             chs = out
         self.blocks = nn.Sequential(*blocks)
         self.final_conv = nn.Identity()
-        self._init_feature_info(steps)
+        self._init_feature_info(steps, int(small_input))
         self._init_head(chs, num_classes, drop_rate=drop_rate)
 
 

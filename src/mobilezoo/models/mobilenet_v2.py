@@ -66,7 +66,7 @@ class MobileNetV2(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
-        small_input: bool = False,
+        small_input: int = 0,
     ) -> None:
         super().__init__()
         s = cfg.scale
@@ -86,7 +86,7 @@ class MobileNetV2(ZooModel):
         self.blocks = nn.Sequential(*stages)
         last = LAST if s <= 1.0 else int(LAST * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="relu6")
-        self._init_feature_info(steps)
+        self._init_feature_info(steps, int(small_input))
         self._init_head(last, num_classes, drop_rate=drop_rate)
 
 

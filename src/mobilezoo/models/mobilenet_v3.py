@@ -95,7 +95,7 @@ class MobileNetV3(ZooModel):
         in_chans: int = 3,
         drop_rate: float = 0.2,
         drop_mode: str = "downscale_in_infer",
-        small_input: bool = False,
+        small_input: int = 0,
     ) -> None:
         super().__init__()
         rows, last_second = TABLES[cfg.mode]
@@ -112,7 +112,7 @@ class MobileNetV3(ZooModel):
         self.blocks = nn.Sequential(*blocks)
         last = make_divisible(last_second * s)
         self.final_conv = ConvBNAct(chs, last, 1, act="hardswish")
-        self._init_feature_info(steps)
+        self._init_feature_info(steps, int(small_input))
         hidden = nn.Sequential(nn.Conv2d(last, HEAD, 1, bias=False), nn.Hardswish())
         self._init_head(last, num_classes, hidden=hidden, hidden_chs=HEAD, drop_rate=drop_rate, drop_mode=drop_mode)
 

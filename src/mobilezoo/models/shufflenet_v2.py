@@ -84,7 +84,7 @@ class ShuffleNetV2(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
-        small_input: bool = False,
+        small_input: int = 0,
     ) -> None:
         super().__init__()
         w = WIDTHS[cfg.width]
@@ -102,7 +102,7 @@ class ShuffleNetV2(ZooModel):
             chs = out
         self.blocks = nn.Sequential(*stages)
         self.final_conv = ConvBNAct(chs, w.last, 1, act=cfg.act)
-        self._init_feature_info(steps)
+        self._init_feature_info(steps, int(small_input))
         self._init_head(w.last, num_classes, drop_rate=drop_rate, first_conv="stem.conv.conv")
 
 

@@ -14,6 +14,12 @@ from .results import IMAGENET, TOP1
 
 __all__ = ["AGREE", "CLAIMS", "DISAGREE", "NOT_MEASURED", "Claim", "check_claims"]
 
+SMALL_INPUT = {
+    1: "stride-1 stem, no ShuffleNet stem max-pool",
+    2: "stride-1 stem and first downsampling block, no ShuffleNet stem max-pool",
+}
+"""What each ``small_input`` level of the recipe changes (``mobilezoo.train.recipes.Recipe.small_input``)."""
+
 AGREE, DISAGREE, NOT_MEASURED = "agree", "disagree", "not measured"
 SEED_SETUP = "the seed ran ncnn on a Raspberry Pi 4B (Cortex-A72, ARM)"
 
@@ -180,8 +186,9 @@ def _reason(c: Claim, win: dict, mine: dict, col: str, ctx: dict[str, Any]) -> s
                      f" (batch 1, 1 thread, {ctx['size']}x{ctx['size']}); {SEED_SETUP}")  # fmt: skip
         parts += _cost_notes(c, win, mine)
     if c.kind == "cost" and c.key in ("fewest_flops", "least_memory"):  # these depend on the input and the stem
-        stem = " with the CIFAR stem (small_input: stride-1 stem, no ShuffleNet stem max-pool)"
-        parts.append(f"counted at {ctx['size']}x{ctx['size']}{stem if ctx.get('small_input') else ''}, where each "
+        level = int(ctx.get("small_input") or 0)
+        stem = f" with the CIFAR stem (small_input={level}: {SMALL_INPUT.get(level, '?')})" if level else ""
+        parts.append(f"counted at {ctx['size']}x{ctx['size']}{stem}, where each "
                      "family's early feature maps weigh differently than in the 224x224 ImageNet networks")  # fmt: skip
     if c.kind == "training":
         parts.append(f"images/s of training on {win.get('device') or '?'}")

@@ -152,8 +152,8 @@ def write_report(state: State) -> dict[str, Path]:
     ctx = {"settings": s, "size": s["sizes"][0], "other_sizes": s["sizes"][1:],
            "cpu": doc["machine"].get("cpu_model") or "this CPU",
            "epochs": _epochs_text(rows), "models": [r["model"] for r in rows], "latency": latency_rows(doc),
-           "small_input": any(m["train"]["recipe"].get("small_input") for m in doc["models"].values()
-                              if m.get("status") == "done")}  # fmt: skip
+           "small_input": max((int(m["train"]["recipe"].get("small_input") or 0) for m in doc["models"].values()
+                               if m.get("status") == "done"), default=0)}  # fmt: skip
     claims = check_claims(rows, ctx)
     paths = {
         "results_csv": _write_csv(rows, out / "results.csv"),

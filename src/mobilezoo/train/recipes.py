@@ -50,7 +50,9 @@ class Recipe:
     train_crop: int = 224
     eval_resize_short: int = 256
     eval_crop: int = 224
-    small_input: bool = False
+    small_input: int = 0
+    """CIFAR-size inputs: 0 the ImageNet layout; 1 (or true) a stride-1 stem (ShuffleNets also drop the stem
+    max-pool); 2 also the first downsampling block at stride 1 (MobileNets and GhostNet then end at 4x4 on 32 px)"""
     drop_rate: float | None = None
     """head dropout override (None: the model's default)"""
     ema_decay: float = 0.0
@@ -136,6 +138,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "momentum": _FRACTION,
     "weight_decay": _at_least(0, "a number"),
     "label_smoothing": _FRACTION,
+    "small_input": ((lambda v: v in (0, 1, 2)), "0, 1 (true) or 2"),
     "augment": _choice("imagenet", "cifar"),
     "train_crop": _at_least(1),
     "eval_resize_short": _at_least(1),
@@ -230,6 +233,8 @@ def _coerce(key: str, value: Any) -> Any:
                 raise ValueError(value)
             return value.lower() in ("true", "1", "yes")
         if typ == "int":
+            if key == "small_input" and str(value).lower() in ("true", "false"):
+                return int(str(value).lower() == "true")
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
