@@ -68,6 +68,7 @@ class ShuffleV1Unit(nn.Module):
         self.conv_pw = ConvBNAct(in_chs, mid, 1, groups=1 if first_group else groups, act="relu")
         self.conv_dw = ConvBNAct(mid, mid, 3, stride, groups=mid, act=None)
         self.conv_pwl = ConvBNAct(mid, branch_out, 1, groups=groups, act=None)
+        self.pool = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()  # the downsampling unit's shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_pw(x)
@@ -76,7 +77,7 @@ class ShuffleV1Unit(nn.Module):
         y = self.conv_pwl(self.conv_dw(y))
         if self.stride == 1:
             return F.relu(x + y)
-        return torch.cat((F.avg_pool2d(x, 3, 2, 1), F.relu(y)), dim=1)
+        return torch.cat((self.pool(x), F.relu(y)), dim=1)
 
 
 class ShuffleNetV1(ZooModel):
