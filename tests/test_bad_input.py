@@ -210,6 +210,8 @@ def test_inputs_below_the_networks_minimum_are_refused(tmp_path):
     onnx = mz.export.export(m, "onnx", tmp_path)
     with pytest.raises(ValueError, match=msg):  # an artifact knows its network's minimum too
         runtime.load(onnx)(torch.zeros(1, 3, 16, 40))
+    with pytest.raises(ValueError, match=r"^this ONNX model takes \(3, 224, 224\) inputs, not \(3, 64, 64\)$"):
+        runtime.load(onnx, backend="onnxruntime")(torch.zeros(1, 3, 64, 64))  # exported at its 224 crop, static H/W
     small = mz.create_model("MobileNetV2_x0_25", weights="random", small_input=True).eval()  # stride-1 stem
     with pytest.raises(ValueError, match="minimum of 16x16 pixels"):
         small(torch.zeros(1, 3, 8, 8))

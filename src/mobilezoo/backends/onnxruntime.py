@@ -163,6 +163,15 @@ class OnnxRuntimeBackend(Backend):
         name, dtype = inp.name, (np.float16 if "float16" in inp.type else np.float32)
         dynamic: list = []
 
+        fixed = [d if isinstance(d, int) else None for d in inp.shape[1:]]  # C, H, W as exported (None: dynamic)
+        to_numpy = numpy_input(dtype)
+
+        def prepare(x: torch.Tensor) -> np.ndarray:  # checked here, outside the timed native call
+            if any(f is not None and f != a for f, a in zip(fixed, x.shape[1:])):
+                want = tuple(f if f is not None else "any" for f in fixed)
+                raise ValueError(f"this ONNX model takes {want} inputs, not {tuple(x.shape[1:])}")
+            return to_numpy(x)
+
         def run(arr: np.ndarray) -> np.ndarray:
             sess = static
             if batch_size and arr.shape[0] != batch_size:  # another batch size: a dynamic-shape session, made once
@@ -172,7 +181,7 @@ class OnnxRuntimeBackend(Backend):
             return sess.run(None, {name: arr})[0]
 
         return Session(
-            self.name, precision, device, run, numpy_input(dtype), to_torch, artifact=artifact, keep=[static, dynamic]
+            self.name, precision, device, run, prepare, to_torch, artifact=artifact, keep=[static, dynamic]
         )
 
 
