@@ -180,9 +180,7 @@ class OnnxRuntimeBackend(Backend):
                 sess = dynamic[0]
             return sess.run(None, {name: arr})[0]
 
-        return Session(
-            self.name, precision, device, run, prepare, to_torch, artifact=artifact, keep=[static, dynamic]
-        )
+        return Session(self.name, precision, device, run, prepare, to_torch, artifact=artifact, keep=[static, dynamic])
 
 
 BACKEND = OnnxRuntimeBackend()
