@@ -43,7 +43,6 @@ ACCURACY = [
     ("small_input=2", ["small_input=2"]),
     ("label_smoothing=0.1", ["label_smoothing=0.1"]),
     ("lr=0.2", ["lr=0.2"]),
-    ("weight_decay=5e-5", ["weight_decay=5e-5"]),
 ]
 """Accuracy variants, each against ``base`` at one budget."""
 
