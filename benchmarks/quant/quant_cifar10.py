@@ -323,6 +323,9 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
         "",
         f"Machine: {m.get('cpu_model', '?')} ({m.get('microarchitecture') or '?'}), {m.get('logical_cpus', '?')} "
         f"logical CPUs, {isa(m)}; command: `{meta['command']}`.",
+        *[f"Rows of {', '.join(e['models'])}: the earlier run `{e['command']}` of {e.get('finished', '?')} on "
+          f"{e['machine'].get('cpu_model', '?')} ({e['machine'].get('microarchitecture') or '?'}), {isa(e['machine'])}, "
+          f"commit {e['machine'].get('git', '?')}." for e in meta.get("earlier_runs", [])],  # fmt: skip
         "",
         "Latency: the median over all calls (batch 1, one pinned thread, fp32 and int8 of one runtime interleaved in "
         "rounds); speed-up = fp32 median / int8 median. Every timed runtime passed the numerical gate against eager "
@@ -501,6 +504,10 @@ def main() -> None:
 
         acc, lat, ops = earlier(args.out), earlier(f"{args.out}_latency"), earlier(f"{args.out}_ops")
         meta["command"] += " (appended to an earlier run: see each model's rows)"
+        prev = RESULTS / f"{args.out}.json"
+        if prev.is_file():  # the earlier run's machine and command, for its models' rows
+            old = json.loads(prev.read_text())["meta"]
+            meta["earlier_runs"] = [*old.pop("earlier_runs", []), {**old, "models": sorted({r["model"] for r in acc})}]
     with tempfile.TemporaryDirectory(prefix="quant-cifar10-") as tmp:
         root = args.work or Path(tmp)
         for name, ckpt in found.items():

@@ -253,16 +253,21 @@ def export_qat_onnx(model: nn.Module, path: str | Path, *, input_size: int | Non
     from ..backends.artifact import artifact_metadata, set_onnx_metadata
     from ..backends.onnxruntime import export_onnx
     from ..export.int8 import int8_build_record
+    from ..models.rewrite import using
 
     path = Path(path)
-    export_onnx(model, path, input_size=input_size)  # (works on a copy: ``model`` stays as it is)
+    # No deployment rewrite: they are exact in real arithmetic, not around fake-quant ranges calibrated and trained
+    # on the unrewritten graph (MobileNetV3's SE gate folded into conv_expand would leave its output range 5x off).
+    with using(()):
+        export_onnx(model, path, input_size=input_size)  # (works on a copy: ``model`` stays as it is)
     proto = onnx.load(str(path))
     _store_int8_weights(proto)
     _quantize_biases(proto)
     qmax = max((int(m.weight_qmax) for m in model.modules() if hasattr(m, "weight_qmax")), default=127)
     target = "portable" if qmax <= WEIGHT_QMAX["portable"] else "vnni"
     info = {"method": "qat", **(info or {}), **int8_build_record(proto, target)}
-    meta = {**artifact_metadata(model, precision="int8"), "quantization": info}
+    with using(()):
+        meta = {**artifact_metadata(model, precision="int8"), "quantization": info}
     set_onnx_metadata(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
