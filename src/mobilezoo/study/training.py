@@ -60,7 +60,10 @@ class _StepClock:
         self.ticks: list[float] = []
 
     def __call__(self, model):
-        model.register_forward_pre_hook(self._tick)
+        import torch
+
+        # outside torch.compile's graph (a recipe with compile=true): traced, the hook recompiled at every step
+        model.register_forward_pre_hook(torch.compiler.disable(self._tick))
         return model
 
     def _tick(self, module, args) -> None:
