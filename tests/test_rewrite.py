@@ -111,5 +111,7 @@ def test_a_qat_artifact_is_exported_without_rewrites_and_matches_its_fake_quant_
     with torch.no_grad():
         want = q(x)
     got = mz.runtime.load(path, backend="onnxruntime")(x)
-    cos = nn.functional.cosine_similarity(want, got, dim=1)
-    assert cos.min() > 0.99, cos  # the same int8 arithmetic, up to rounding
+    rel = ((want - got).abs().max() / want.abs().max()).item()
+    # the same int8 arithmetic up to rounding: measured 0.011 here; 0.051 with the rewrites exported (this random
+    # network degrades less than a trained one: the metadata above is what tells the two apart for certain)
+    assert rel < 0.03, rel
