@@ -333,18 +333,15 @@ class Block:
 def timing_fields(s, round_medians: list[float]) -> dict[str, Any]:
     """The figures a row records: the median over all calls (what the goals use), p90, min, the best round's median,
     and the run-to-run spread (interquartile range of the round medians / their median) a margin must exceed."""
-    from mobilezoo.measure.stats import percentile
+    from mobilezoo.measure.stats import run_to_run
 
-    rr = sorted(round_medians)
-    mid = percentile(rr, 50)
-    iqr = (percentile(rr, 75) - percentile(rr, 25)) / mid if mid > 0 else 0.0
     return {
         "median_ms": s.median_ms,
         "p90_ms": s.p90_ms,
         "min_ms": s.min_ms,
-        "best_round_ms": min(rr),
+        "best_round_ms": min(round_medians),
         "spread": s.spread,
-        "run_to_run": iqr,
+        "run_to_run": run_to_run(round_medians),
     }
 
 
@@ -757,13 +754,10 @@ def _spread(a: dict, b: dict) -> float:
 
 
 def verdict(ratio: float, goal: float, spread: float) -> str:
-    """reached / missed only when the margin to the goal exceeds the run-to-run spread; a tie otherwise."""
-    margin = ratio / goal - 1.0
-    if margin > spread:
-        return "reached"
-    if margin < -spread:
-        return f"missed by {goal - ratio:.2f}x"
-    return f"tie (margin {margin:+.1%} within the run-to-run spread {spread:.1%})"
+    """:func:`mobilezoo.measure.stats.verdict`: reached / missed only beyond the run-to-run spread, a tie within."""
+    from mobilezoo.measure.stats import verdict as judged
+
+    return judged(ratio, goal, spread)
 
 
 REDUCED = (

@@ -552,3 +552,13 @@ def test_a_very_slow_configuration_stops_at_the_time_budget():
     m = harness.measure(ft.fn, pol, clock=ft.clock, cpu_clock=ft.clock)
     assert m.rounds == 2 and m.noisy and "time budget" in m.noise_reason
     assert m.stats.median_ms == pytest.approx(1000.0)
+
+
+def test_a_speed_goal_counts_only_beyond_the_run_to_run_spread():
+    from mobilezoo.measure.stats import run_to_run, verdict
+
+    assert run_to_run([1.0, 1.0, 1.0, 1.0, 1.0]) == 0.0
+    assert run_to_run([0.9, 1.0, 1.0, 1.1, 1.2]) == pytest.approx((1.1 - 1.0) / 1.0)  # IQR / median
+    assert verdict(1.60, 1.5, 0.05) == "reached"  # +6.7% beyond a 5% spread
+    assert verdict(1.54, 1.5, 0.05) == "tie (margin +2.7% within the run-to-run spread 5.0%)"
+    assert verdict(1.30, 1.5, 0.05) == "missed by 0.20x"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -72,9 +73,13 @@ def timing(fns: dict[str, Any], x, rounds: int) -> dict[str, dict[str, float]]:
             warmup_iters=10,
             round_medians=medians,
         )
+    from mobilezoo.measure.stats import run_to_run
+
     return {
-        k: {"median_ms": s.median_ms, "p90_ms": s.p90_ms, "best_round_ms": min(medians[k])} for k, s in stats.items()
-    }
+        k: {"median_ms": s.median_ms, "p90_ms": s.p90_ms, "best_round_ms": min(medians[k]),
+            "run_to_run": run_to_run(medians[k])}
+        for k, s in stats.items()
+    }  # fmt: skip
 
 
 def gate(fns: dict[str, Any], x, ref) -> dict[str, str]:
@@ -316,6 +321,19 @@ def isa(m: dict) -> str:
     )
 
 
+def _speed_verdict(r: dict, lat: list[dict]) -> str:
+    """The int8 >= SPEED_GOAL x fp32 verdict of latency row ``r``: reached / missed only beyond the run-to-run
+    spread of the two timings (:func:`mobilezoo.measure.stats.verdict`); not judged where a row has no spread (rows
+    measured before it was recorded)."""
+    from mobilezoo.measure.stats import verdict
+
+    keys = ("model", "network", "input", "runtime")
+    fp32 = next((f for f in lat if f["precision"] == "fp32" and all(f[k] == r[k] for k in keys)), None)
+    if fp32 is None or r.get("run_to_run") in (None, "") or fp32.get("run_to_run") in (None, ""):
+        return "not judged (no run-to-run spread recorded)"
+    return verdict(r["speedup_vs_fp32"], SPEED_GOAL, math.hypot(float(r["run_to_run"]), float(fp32["run_to_run"])))
+
+
 def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None = None) -> str:
     m = meta["machine"]
     lines = [
@@ -379,11 +397,10 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
                     f"{r['artifact']} | wrong answer, not timed | missed |"
                 )
             elif r["model"] == model and r["precision"] == "int8" and r["speedup_vs_fp32"] != "":
-                ok = r["speedup_vs_fp32"] >= SPEED_GOAL
                 lines.append(
                     f"| {model} | int8 >= {SPEED_GOAL}x fp32, {r['runtime']}, {r['network']} {r['input']}px, "
                     f"{r['artifact']} | {r['speedup_vs_fp32']:.2f}x ({r['median_ms']:.3f} ms) | "
-                    f"{'reached' if ok else 'missed'} |"
+                    f"{_speed_verdict(r, lat)} |"
                 )
     odd = []
     for model in dict.fromkeys(r["model"] for r in acc):

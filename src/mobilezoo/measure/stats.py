@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Stats", "assess_noise", "percentile", "summarize"]
+__all__ = ["Stats", "assess_noise", "percentile", "run_to_run", "summarize", "verdict"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -96,3 +96,22 @@ def assess_noise(
     if stats.spread > spread_tol:
         reasons.append(f"spread (p90-min)/median {stats.spread:.0%} (> {spread_tol:.0%})")
     return bool(reasons), "; ".join(reasons)
+
+
+def run_to_run(round_medians: Sequence[float]) -> float:
+    """The run-to-run spread of a timing: the interquartile range of its round medians over their median (what a
+    margin between two timings must exceed to count)."""
+    rr = sorted(round_medians)
+    mid = percentile(rr, 50)
+    return (percentile(rr, 75) - percentile(rr, 25)) / mid if mid > 0 else 0.0
+
+
+def verdict(ratio: float, goal: float, spread: float) -> str:
+    """A speed goal (``ratio >= goal``) is reached or missed only when the margin to it exceeds ``spread`` (the
+    run-to-run spread of the ratio); a tie otherwise."""
+    margin = ratio / goal - 1.0
+    if margin > spread:
+        return "reached"
+    if margin < -spread:
+        return f"missed by {goal - ratio:.2f}x"
+    return f"tie (margin {margin:+.1%} within the run-to-run spread {spread:.1%})"
