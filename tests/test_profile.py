@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
 import mobilezoo as mz
 from mobilezoo.profile import file_sizes, profile_model
+from mobilezoo.profile.counter import block_paths, block_table
 
 
 class OneConv(nn.Module):
@@ -107,3 +109,21 @@ def test_profile_by_name_and_json_summary():
     assert s["input_size"] == [1, 3, 160, 160]
     assert s["flops"] == 2 * s["macs"]
     json.dumps(s)
+
+
+@pytest.mark.parametrize(
+    "arch", ["ShuffleNetV1_g3_x1_0", "ShuffleNetV2_x1_0", "MobileNetV3_small_x1_0", "GhostNet_x1_0", "MobileNetV1_x0_25"]
+)
+def test_block_table_shapes_are_what_each_block_returns(arch):
+    # the reference: forward hooks on the block modules themselves (a concat or shuffle after the last leaf counts)
+    model = mz.create_model(arch, weights="random").eval()
+    paths = block_paths(model)
+    mods = dict(model.named_modules())
+    seen = {}
+    hooks = [mods[p].register_forward_hook(lambda _m, _i, o, p=p: seen.__setitem__(p, list(o.shape))) for p in paths]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    rows = block_table(model, profile_model(model))
+    assert {r["block"]: list(r["out_shape"]) for r in rows} == seen

@@ -170,6 +170,7 @@ class ProfileResult:
     size_fp16_bytes: int
     size_int8_bytes: int
     layers: list[LayerStats] = field(default_factory=list)
+    out_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # each module's own output, by path
 
     @property
     def flops(self) -> int:
@@ -178,6 +179,7 @@ class ProfileResult:
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("layers")
+        d.pop("out_shapes")
         d["flops"] = self.flops
         d["input_size"] = list(self.input_size)
         return d
@@ -222,8 +224,11 @@ def profile_model(
     stack: list[str] = []
     leaves = dict(_leaf_names(model))
     hooks = []
+    out_shapes: dict[str, tuple[int, ...]] = {}
 
-    def pop(_m: nn.Module, _i: Any, _o: Any) -> None:
+    def pop(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            out_shapes[stack[-1]] = tuple(out.shape)
         stack.pop()
 
     for mname, m in model.named_modules():
@@ -274,6 +279,7 @@ def profile_model(
         size_fp16_bytes=fp16,
         size_int8_bytes=int8,
         layers=layers,
+        out_shapes=out_shapes,
     )
 
 
@@ -335,7 +341,7 @@ def block_table(model: nn.Module, result: ProfileResult) -> list[dict[str, Any]]
             {
                 "block": path,
                 "type": type(mod).__name__,
-                "out_shape": layers[-1].out_shape if layers else (),
+                "out_shape": result.out_shapes.get(path) or (layers[-1].out_shape if layers else ()),
                 "params": sum(p.numel() for p in mod.parameters()),
                 "macs": sum(s.macs for s in layers),
                 "mem_access_mb": sum(s.mem_access for s in layers) / 1e6,
