@@ -101,7 +101,8 @@ def mnn_int8_cifar(tmp_path_factory):
     x, y = torch.cat(xs), torch.cat(ys)
     with torch.no_grad():
         ref = torch.cat([model(x[i : i + 500]) for i in range(0, len(x), 500)])
-    res = quantize_ptq(model, calibration_images(CIFAR / "train", pre, n=64), tmp_path_factory.mktemp("q"), toolchain="mnn")
+    calib = calibration_images(CIFAR / "train", pre, n=64)
+    res = quantize_ptq(model, calib, tmp_path_factory.mktemp("q"), toolchain="mnn")
     return x, y, ref, res
 
 
