@@ -26,6 +26,11 @@ For every model:
 - latency, batch 1, one pinned thread, fp32 and int8 artifacts of one runtime timed interleaved in rounds: at the
   trained network's own input (32x32, stride-1 stem) and for the ImageNet configuration of the same architecture
   (224x224, 1000 classes, PTQ calibrated on the same images resized; int8 speed does not depend on weight values).
+
+``--retime --work DIR`` times again the artifacts the committed rows name (found under DIR by file name and
+digest; the accuracy rows are kept as they are), e.g. with more rounds for a tighter run-to-run spread:
+
+    python benchmarks/quant/quant_cifar10.py --retime --ckpt-dir runs/quant_study --work runs/quant_work --rounds 15
 """
 
 from __future__ import annotations
@@ -228,8 +233,6 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         row["ptq_s"], row["qat_s"] = round(ptq_s, 1), round(qat_s, 1)
 
     # ---- latency: fp32 vs int8 on the same runtime, batch 1, one thread
-    lat_rows: list[dict] = []
-    op_rows: list[dict] = []
     setups = [("trained (CIFAR-10)", artifacts, calib.shape[-1], model)]
     if not args.skip_imagenet_latency:
         inet = create_model(name, weights="random").eval()  # latency only
@@ -240,65 +243,110 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
         if args.nncf:
             iarts["ptq-nncf"] = quantize_ptq(inet, icalib, work / "imagenet-nncf", toolchain="nncf").int8
         setups.append(("ImageNet configuration", iarts, 224, inet))
+    return (acc_rows, *latency(name, setups, args))
+
+
+def latency(name: str, setups: list[tuple], args) -> tuple[list[dict], list[dict]]:
+    """Each setup (label, artifacts, input size, reference: the fp32 network the numerical gate compares with):
+    fp32 against int8 on each runtime, batch 1, one thread; ONNX Runtime's op profile of each ONNX artifact."""
+    import torch
+
+    lat_rows: list[dict] = []
+    op_rows: list[dict] = []
     for label, arts, size, net in setups:
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             ref = net(x)
         for rt_name in ("onnxruntime", "openvino"):
-            fns = {}
-            for art, path in arts.items():
-                if art not in ("fp32", "ptq-minmax", "ptq-nncf", "qat"):
-                    continue
-                if rt_name == "onnxruntime" and path.suffix != ".onnx":
-                    continue
-                prec = "fp32" if art == "fp32" else "int8"
-                if rt_name == "onnxruntime":
-                    fns[art] = runtime.load(path, threads=1, batch_size=1, precision=prec, backend="onnxruntime")
-                else:
-                    fns[art] = runtime.load(path, threads=1, batch_size=1, precision=prec, backend="openvino")
-            wrong = gate(fns, x, ref)  # a wrong answer is recorded as wrong and never timed
-            for art, why in wrong.items():
-                lat_rows.append(
-                    {"model": name, "network": label, "input": size, "runtime": rt_name, "artifact": art}
-                    | {"precision": "fp32" if art == "fp32" else "int8", "status": "wrong", "note": why}
-                    | _identity(arts[art])
-                )
-                print(f"   latency {label} {rt_name:11s} {art:12s} wrong answer, not timed: {why}", flush=True)
-            res = timing({k: f for k, f in fns.items() if k not in wrong}, x, args.rounds)
-            for art, t in res.items():
-                lat_rows.append(
-                    {
-                        "model": name,
-                        "network": label,
-                        "input": size,
-                        "runtime": rt_name,
-                        "artifact": art,
-                        "precision": "fp32" if art == "fp32" else "int8",
-                        **{m: round(v, 4) for m, v in t.items()},
-                        "status": "ok",
-                        "speedup_vs_fp32": round(res["fp32"]["median_ms"] / t["median_ms"], 3) if "fp32" in res else "",
-                        "bytes": artifact_bytes(arts[art]),
-                        **_identity(arts[art]),
-                        "threads": 1,
-                        "batch": 1,
-                    }
-                )
-                print(f"   latency {label} {rt_name:11s} {art:12s} {t['median_ms']:7.3f} ms", flush=True)
+            lat_rows += _runtime_latency(name, label, size, arts, rt_name, x, ref, args.rounds)
         if args.profile_ops:
             for art in ("fp32", "ptq-minmax", "qat"):
                 if art in arts:
                     for r in ort_op_profile(arts[art], x):
                         op_rows.append(
-                            {
-                                "model": name,
-                                "network": label,
-                                "input": size,
-                                "runtime": "onnxruntime",
-                                "artifact": art,
-                                **r,
-                            }
+                            {"model": name, "network": label, "input": size, "runtime": "onnxruntime", "artifact": art}
+                            | r
                         )
-    return acc_rows, lat_rows, op_rows
+    return lat_rows, op_rows
+
+
+def _runtime_latency(name: str, label: str, size: int, arts: dict, rt_name: str, x, ref, rounds: int) -> list[dict]:
+    """One runtime's fp32 and int8 artifacts, gated against ``ref`` on ``x`` and the right ones timed interleaved."""
+    from mobilezoo import runtime
+    from mobilezoo.quant import artifact_bytes
+
+    fns = {}
+    for art, path in arts.items():
+        if art not in ("fp32", "ptq-minmax", "ptq-nncf", "qat") or (
+            rt_name == "onnxruntime" and path.suffix != ".onnx"
+        ):
+            continue
+        prec = "fp32" if art == "fp32" else "int8"
+        fns[art] = runtime.load(path, threads=1, batch_size=1, precision=prec, backend=rt_name)
+    rows = []
+    base = {"model": name, "network": label, "input": size, "runtime": rt_name}
+    wrong = gate(fns, x, ref)  # a wrong answer is recorded as wrong and never timed
+    for art, why in wrong.items():
+        prec = "fp32" if art == "fp32" else "int8"
+        rows.append(base | {"artifact": art, "precision": prec, "status": "wrong", "note": why} | _identity(arts[art]))
+        print(f"   latency {label} {rt_name:11s} {art:12s} wrong answer, not timed: {why}", flush=True)
+    res = timing({k: f for k, f in fns.items() if k not in wrong}, x, rounds)
+    for art, t in res.items():
+        rows.append(
+            base
+            | {"artifact": art, "precision": "fp32" if art == "fp32" else "int8"}
+            | {m: round(v, 4) for m, v in t.items()}
+            | {
+                "status": "ok",
+                "speedup_vs_fp32": round(res["fp32"]["median_ms"] / t["median_ms"], 3) if "fp32" in res else "",
+                "bytes": artifact_bytes(arts[art]),
+            }
+            | _identity(arts[art])
+            | {"threads": 1, "batch": 1}
+        )
+        print(f"   latency {label} {rt_name:11s} {art:12s} {t['median_ms']:7.3f} ms", flush=True)
+    return rows
+
+
+def retime_model(name: str, ckpt: Path, args, work: Path, acc: list[dict], lat: list[dict]) -> tuple[list, list]:
+    """``--retime``: the latency of the very artifacts an earlier run evaluated and timed, found under ``work`` by
+    their digests (a missing or changed file is an error, not a substitute), timed again; the ImageNet-configuration
+    artifacts (random weights) are gated against their fp32 ONNX artifact on ONNX Runtime, which was checked
+    against eager when it was exported."""
+    from mobilezoo import runtime
+    from mobilezoo.data import eval_preprocess
+    from mobilezoo.train import load_checkpoint
+    from mobilezoo.train.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(ckpt)).eval()
+    size = eval_preprocess(model).crop_size
+    keep = ("fp32", "ptq-minmax", "ptq-nncf", "qat")
+    trained = _by_digest(work, [r for r in acc if r["model"] == name and r["artifact"] in keep])
+    setups: list[tuple] = [("trained (CIFAR-10)", trained, size, model)]
+    inet = [r for r in lat if r["model"] == name and r["network"] == "ImageNet configuration"]
+    if inet and not args.skip_imagenet_latency:
+        iarts = _by_digest(work, inet)
+        fp32 = runtime.load(iarts["fp32"], threads=1, batch_size=1, backend="onnxruntime")
+        setups.append(("ImageNet configuration", iarts, 224, fp32))
+    print(f"== {name}: re-timing {len(trained)} + {len(setups[1][1]) if len(setups) > 1 else 0} artifacts", flush=True)
+    return latency(name, setups, args)
+
+
+def _by_digest(work: Path, rows: list[dict]) -> dict[str, Path]:
+    """Artifact key -> the file under ``work`` whose name and digest are the ones the results rows recorded."""
+    from mobilezoo.backends.artifact import artifact_digest
+
+    found: dict[str, Path] = {}
+    for r in rows:
+        if r["artifact"] in found or not r.get("sha256"):
+            continue
+        hit = next((p for p in sorted(work.glob(f"*/{r['file']}")) if artifact_digest(p) == r["sha256"]), None)
+        if hit is None:
+            raise SystemExit(
+                f"{r['model']}: no {r['file']} with digest {r['sha256']} under {work} (re-run without --retime)"
+            )
+        found[r["artifact"]] = hit
+    return found
 
 
 def _identity(path: Path | None) -> dict[str, str]:
@@ -334,6 +382,27 @@ def _speed_verdict(r: dict, lat: list[dict]) -> str:
     return verdict(r["speedup_vs_fp32"], SPEED_GOAL, math.hypot(float(r["run_to_run"]), float(fp32["run_to_run"])))
 
 
+def _where(m: dict) -> str:
+    return f"{m.get('cpu_model', '?')} ({m.get('microarchitecture') or '?'}), {isa(m)}, commit {m.get('git', '?')}"
+
+
+def _run_lines(meta: dict) -> list[str]:
+    """The runs behind the rows other than the command's own: a latency re-timing, earlier appended runs."""
+    lines = []
+    r = meta.get("latency_run")
+    if r:
+        lines.append(
+            f"Latency rows of {', '.join(r['models'])}: re-timed by `{r['command']}` of {r['finished']} on "
+            f"{_where(r['machine'])}: the same artifact files as the accuracy rows (digests checked)."
+        )
+    for e in meta.get("earlier_runs", []):
+        lines.append(
+            f"Rows of {', '.join(e['models'])}: the earlier run `{e['command']}` of {e.get('finished', '?')} on "
+            f"{_where(e['machine'])}."
+        )
+    return lines
+
+
 def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None = None) -> str:
     m = meta["machine"]
     lines = [
@@ -341,9 +410,7 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
         "",
         f"Machine: {m.get('cpu_model', '?')} ({m.get('microarchitecture') or '?'}), {m.get('logical_cpus', '?')} "
         f"logical CPUs, {isa(m)}; command: `{meta['command']}`.",
-        *[f"Rows of {', '.join(e['models'])}: the earlier run `{e['command']}` of {e.get('finished', '?')} on "
-          f"{e['machine'].get('cpu_model', '?')} ({e['machine'].get('microarchitecture') or '?'}), {isa(e['machine'])}, "
-          f"commit {e['machine'].get('git', '?')}." for e in meta.get("earlier_runs", [])],  # fmt: skip
+        *_run_lines(meta),
         "",
         "Latency: the median over all calls (batch 1, one pinned thread, fp32 and int8 of one runtime interleaved in "
         "rounds); speed-up = fp32 median / int8 median. Every timed runtime passed the numerical gate against eager "
@@ -486,7 +553,12 @@ def main() -> None:
     ap.add_argument("--out", default="quant_cifar10")
     ap.add_argument("--append", action="store_true", help="keep the other models' rows of the existing results")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the .md from the existing CSV/JSON results")
+    ap.add_argument(
+        "--retime", action="store_true", help="time again the artifacts the results name (found in --work by digest)"
+    )
     args = ap.parse_args()
+    if args.retime:
+        return retime(args)
     if args.summary_only:
         doc = json.loads((RESULTS / f"{args.out}.json").read_text())
         lat_p, ops_p = RESULTS / f"{args.out}_latency.json", RESULTS / f"{args.out}_ops.json"
@@ -541,6 +613,44 @@ def main() -> None:
                 write(f"{args.out}_ops", ops, meta)
             (RESULTS / f"{args.out}.md").write_text(summary(acc, lat, meta, ops))
     print(f"wrote {RESULTS / args.out}.{{csv,json,md}} and {args.out}_latency.{{csv,json}}")
+
+
+def _of(rows: list[dict], model: str) -> list[dict]:
+    return [r for r in rows if r["model"] == model]
+
+
+def retime(args) -> None:
+    """Re-measure the latency rows of ``--models`` from the artifacts the results already name (accuracy rows
+    untouched); the results' meta records this run's machine and command beside the one that made the artifacts."""
+    if args.work is None:
+        raise SystemExit("--retime needs --work: the folder that holds the earlier run's artifacts")
+    doc = json.loads((RESULTS / f"{args.out}.json").read_text())
+    lat_doc = json.loads((RESULTS / f"{args.out}_latency.json").read_text())
+    ops_p = RESULTS / f"{args.out}_ops.json"
+    acc, lat = doc["rows"], lat_doc["rows"]
+    ops = json.loads(ops_p.read_text())["rows"] if ops_p.is_file() else []
+    names = [n for n in args.models.split(",") if n and any(r["model"] == n for r in acc)]
+    new_lat: dict[str, list] = {}
+    new_ops: dict[str, list] = {}
+    for name in names:
+        new_lat[name], new_ops[name] = retime_model(
+            name, args.ckpt_dir / name / "best.ckpt", args, args.work / name, acc, lat
+        )
+    lat = [r for n in dict.fromkeys(x["model"] for x in lat) for r in new_lat.get(n) or _of(lat, n)]
+    ops = [r for n in dict.fromkeys(x["model"] for x in ops) for r in new_ops.get(n) or _of(ops, n)]
+    meta = doc["meta"]
+    meta["latency_run"] = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "models": names,
+    }
+    write(args.out, acc, meta)
+    write(f"{args.out}_latency", lat, meta)
+    if ops:
+        write(f"{args.out}_ops", ops, meta)
+    (RESULTS / f"{args.out}.md").write_text(summary(acc, lat, meta, ops))
+    print(f"re-timed {', '.join(names)}: wrote {RESULTS / args.out}_latency.{{csv,json}} and {args.out}.md")
 
 
 if __name__ == "__main__":
