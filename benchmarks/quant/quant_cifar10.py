@@ -414,7 +414,9 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
         "",
         "Latency: the median over all calls (batch 1, one pinned thread, fp32 and int8 of one runtime interleaved in "
         "rounds); speed-up = fp32 median / int8 median. Every timed runtime passed the numerical gate against eager "
-        "fp32 on the timed input first; one that fails is recorded as wrong and not timed.",
+        "fp32 on the timed input first; one that fails is recorded as wrong and not timed. Run-to-run spread "
+        "(`run_to_run` column) = interquartile range of the round medians over their median; the int8 speed goal "
+        "is reached or missed only when its margin exceeds the two timings' spreads combined, a tie otherwise.",
         "",
         "Top-1 in % on the 10,000 CIFAR-10 test images; drop = fp32 PyTorch top-1 - this engine's top-1. "
         f"Checkpoints: {meta['checkpoints']}.",
