@@ -103,6 +103,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mobilezoo", *args], capture_output=True, text=True, timeout=600)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The CPU the suite ran on, printed at the end even with -q (int8 and engine results depend on its ISA: a CI
+    log says which machine it was)."""
+    from mobilezoo.measure.machine import machine_key
+
+    terminalreporter.write_line(f"machine: {machine_key()}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under the README's test command (``MOBILEZOO_TESTS_STRICT=1``, set by scripts/test.sh) a skipped test is a

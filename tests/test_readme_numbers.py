@@ -86,6 +86,28 @@ def speedup_range() -> str:
     return f"{speedups[lo]:.2f}x ({lo}) to {speedups[hi]:.2f}x ({hi})"
 
 
+def speed_verdicts() -> str:
+    """quant_cifar10_latency: the int8 >= 1.5x fp32 (same runtime) verdicts over every int8 row, each judged only
+    beyond the two timings' run-to-run spreads combined (mobilezoo.measure.stats.verdict), wrong answers counted."""
+    import math
+
+    from mobilezoo.measure.stats import verdict
+
+    rows = doc("quant_cifar10_latency.csv")
+    keys = ("model", "network", "input", "runtime")
+    counts = {"reached": 0, "missed": 0, "tie": 0, "wrong": 0}
+    for r in (r for r in rows if r["precision"] == "int8"):
+        if r["status"] != "ok":
+            counts["wrong"] += 1
+            continue
+        f = next(f for f in rows if f["precision"] == "fp32" and all(f[k] == r[k] for k in keys))
+        v = verdict(float(r["speedup_vs_fp32"]), 1.5, math.hypot(float(r["run_to_run"]), float(f["run_to_run"])))
+        counts[v.split()[0]] += 1
+    n = sum(counts.values())
+    return (f"reached in {counts['reached']} of {n} int8 rows, missed in {counts['missed']}, a tie in {counts['tie']}, "
+            f"a wrong answer (not timed) in {counts['wrong']}")  # fmt: skip
+
+
 def worst(engines: tuple[str, ...], models: tuple[str, ...]) -> float:
     return min(drop(m, e) for m in models for e in engines)
 
@@ -214,6 +236,7 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("`lr=0.2` {}%", "cifar10_recipe.json", lambda: f"{recipe('accuracy', 'lr=0.2', 'val_top1'):.2f}"),
     ("(4x4 final map) {}%", "cifar10_recipe.json", lambda: f"{recipe('accuracy', 'small_input=2', 'val_top1'):.2f}"),
     ("one thread, median of all calls) runs {} faster", "quant_cifar10_latency.csv", lambda: speedup_range()),
+    ("the run-to-run spread of both timings): {}.", "quant_cifar10_latency.csv", lambda: speed_verdicts()),
 ]
 
 
