@@ -17,7 +17,8 @@ Runtime's int8 time goes; each row names the artifact it measured, file and sha2
 `quant_cifar10_latency.csv`, `quant_cifar10_ops.csv`. Measured on a 2-core Xeon VM (Ice Lake-SP, AVX-512 with VNNI,
 no AMX) with the default `portable` target (7-bit weights) and checkpoints trained 2 epochs on the CPU (60-65% top-1;
 GhostNet 38%: too little training for these drops to say much about converged models); MobileNetV3's rows come from
-a second run, after the fix that exports QAT artifacts without the deployment rewrites (the md names both runs):
+a second run, after the fix that exports QAT artifacts without the deployment rewrites, and every latency row was timed
+again on the same artifact files (`--retime`, 15 rounds, for its run-to-run spread; the md names all three runs):
 nncf PTQ loses at most {-t.worst(('ptq-nncf-openvino',), t.NETS):.2f} top-1 points on the MobileNets, ShuffleNetV2 and GhostNet, QAT on ONNX Runtime at most {t.worst_named('qat-onnxruntime', t.NETS)};
 ShuffleNetV1 g3 x0.5 is the hard case ({t.sn1_case()}). GhostNet's QAT artifact scores {t.ghost_qat()} on OpenVINO: the runtimes do not
 execute that graph alike, so use ONNX Runtime for it. The fastest int8 (nncf or min-max PTQ on OpenVINO, the ImageNet
