@@ -133,32 +133,12 @@ def ort_op_profile(path: Path, x, runs: int = 30) -> list[dict[str, Any]]:
     ]
 
 
-def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[list[dict], list[dict]]:
-    import torch
+def _ptq_artifacts(model, calib, args, work: Path) -> dict[str, Path]:
+    """fp32 ONNX and every PTQ int8 artifact of ``model``: ONNX Runtime per calibration method, nncf, and each
+    engine's own quantizer that runs int8 here."""
+    from mobilezoo import backends
+    from mobilezoo.quant import quantize_ptq
 
-    from mobilezoo import backends, create_model, runtime
-    from mobilezoo.backends.artifact import engine_for
-    from mobilezoo.data import eval_preprocess
-    from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
-    from mobilezoo.quant.qat import quantize_qat
-    from mobilezoo.train import build_eval_loader, evaluate, load_checkpoint
-    from mobilezoo.train.checkpoint import model_from_checkpoint
-
-    data = Path(args.data)
-    ck = load_checkpoint(ckpt)
-    model = model_from_checkpoint(ck).eval()
-    pre = eval_preprocess(model)
-    key = json.dumps(pre.as_dict(), sort_keys=True)
-    if key not in loaders:
-        from mobilezoo.data.datasets import open_split
-
-        loaders[key] = build_eval_loader(open_split(data, "eval"), pre, "memory", torch.device("cpu"), False)
-    loader = loaders[key]
-    k = int(ck["num_classes"])
-    print(f"== {name}: {ckpt} (trained {ck.get('epoch', '?')} epochs)", flush=True)
-
-    t0 = time.perf_counter()
-    calib = calibration_images(data / "train", pre, n=args.calib, seed=0)
     artifacts: dict[str, Path] = {}
     for method in args.calibrations.split(","):
         q = quantize_ptq(model, calib, work / f"ptq-{method}", method=method)
@@ -168,18 +148,14 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
     for tc in backends.quantizers():  # the engines with a quantizer of their own (ExecuTorch, LiteRT, ...)
         if backends.get(tc).unsupported("int8", "cpu") is None:  # runs int8 here (Core ML only on Apple's OSes)
             artifacts[f"ptq-{tc}"] = quantize_ptq(model, calib, work / f"ptq-{tc}", toolchain=tc).int8
-    ptq_s = time.perf_counter() - t0
+    return artifacts
 
-    t0 = time.perf_counter()
-    qat_data = subset(data, work.parent / f"qat_data_{args.qat_subset}", args.qat_subset) if args.qat_subset else data
-    torch.set_num_threads(os.cpu_count() or 1)
-    qat = quantize_qat(
-        ckpt, qat_data, calib, work / "qat", overrides=[f"epochs={args.qat_epochs}"], device="cpu", progress=False
-    )
-    artifacts["qat"] = qat.int8
-    qat_s = time.perf_counter() - t0
 
-    # ---- accuracy on the whole test split
+def _eval_engines(model, artifacts: dict[str, Path]) -> dict[str, tuple[str, str, Any]]:
+    """engine -> (artifact, precision, runtime) of everything whose top-1 is measured on the test split."""
+    from mobilezoo import runtime
+    from mobilezoo.backends.artifact import engine_for
+
     engines: dict[str, tuple[str, str, Any]] = {  # engine -> (artifact, precision, runtime)
         "pytorch": ("checkpoint", "fp32", runtime.load(model, backend="torch")),
         "onnxruntime": ("fp32", "fp32", runtime.load(artifacts["fp32"], backend="onnxruntime")),
@@ -201,6 +177,48 @@ def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[l
             "int8",
             runtime.load(artifacts[art], precision="int8", batch_size=256, backend="openvino"),
         )
+    return engines
+
+
+def run_model(name: str, ckpt: Path, args, loaders: dict, work: Path) -> tuple[list[dict], list[dict]]:
+    import torch
+
+    from mobilezoo import create_model
+    from mobilezoo.data import eval_preprocess
+    from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
+    from mobilezoo.quant.qat import quantize_qat
+    from mobilezoo.train import build_eval_loader, evaluate, load_checkpoint
+    from mobilezoo.train.checkpoint import model_from_checkpoint
+
+    data = Path(args.data)
+    ck = load_checkpoint(ckpt)
+    model = model_from_checkpoint(ck).eval()
+    pre = eval_preprocess(model)
+    key = json.dumps(pre.as_dict(), sort_keys=True)
+    if key not in loaders:
+        from mobilezoo.data.datasets import open_split
+
+        loaders[key] = build_eval_loader(open_split(data, "eval"), pre, "memory", torch.device("cpu"), False)
+    loader = loaders[key]
+    k = int(ck["num_classes"])
+    print(f"== {name}: {ckpt} (trained {ck.get('epoch', '?')} epochs)", flush=True)
+
+    t0 = time.perf_counter()
+    calib = calibration_images(data / "train", pre, n=args.calib, seed=0)
+    artifacts = _ptq_artifacts(model, calib, args, work)
+    ptq_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    qat_data = subset(data, work.parent / f"qat_data_{args.qat_subset}", args.qat_subset) if args.qat_subset else data
+    torch.set_num_threads(os.cpu_count() or 1)
+    qat = quantize_qat(
+        ckpt, qat_data, calib, work / "qat", overrides=[f"epochs={args.qat_epochs}"], device="cpu", progress=False
+    )
+    artifacts["qat"] = qat.int8
+    qat_s = time.perf_counter() - t0
+
+    # ---- accuracy on the whole test split
+    engines = _eval_engines(model, artifacts)
     acc_rows = []
     for eng, (art, prec, rt) in engines.items():
         r = evaluate(rt, loader, k)
@@ -403,37 +421,8 @@ def _run_lines(meta: dict) -> list[str]:
     return lines
 
 
-def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None = None) -> str:
-    m = meta["machine"]
-    lines = [
-        "# Int8 on CIFAR-10-trained models (`benchmarks/quant/quant_cifar10.py`)",
-        "",
-        f"Machine: {m.get('cpu_model', '?')} ({m.get('microarchitecture') or '?'}), {m.get('logical_cpus', '?')} "
-        f"logical CPUs, {isa(m)}; command: `{meta['command']}`.",
-        *_run_lines(meta),
-        "",
-        "Latency: the median over all calls (batch 1, one pinned thread, fp32 and int8 of one runtime interleaved in "
-        "rounds); speed-up = fp32 median / int8 median. Every timed runtime passed the numerical gate against eager "
-        "fp32 on the timed input first; one that fails is recorded as wrong and not timed. Run-to-run spread "
-        "(`run_to_run` column) = interquartile range of the round medians over their median; the int8 speed goal "
-        "is reached or missed only when its margin exceeds the two timings' spreads combined, a tie otherwise.",
-        "",
-        "Top-1 in % on the 10,000 CIFAR-10 test images; drop = fp32 PyTorch top-1 - this engine's top-1. "
-        f"Checkpoints: {meta['checkpoints']}.",
-        "",
-    ]
-    engines = list(dict.fromkeys(r["engine"] for r in acc))
-    lines += ["| model | fp32 epochs | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
-    for model in dict.fromkeys(r["model"] for r in acc):
-        rows = {r["engine"]: r for r in acc if r["model"] == model}
-        cells = []
-        for e in engines:
-            r = rows.get(e)
-            cells.append(
-                "" if r is None else f"{r['top1']:.2f}" + ("" if e == "pytorch" else f" ({-r['top1_drop']:+.2f})")
-            )
-        first = next(iter(rows.values()))
-        lines.append(f"| {model} | {first['fp32_epochs']} | " + " | ".join(cells) + " |")
+def _goal_lines(acc: list[dict], lat: list[dict]) -> list[str]:
+    lines: list[str] = []
     lines += ["", "## Goals", ""]
     lines += ["| model | goal | measured | verdict |", "|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in acc):
@@ -471,6 +460,11 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
                     f"{r['artifact']} | {r['speedup_vs_fp32']:.2f}x ({r['median_ms']:.3f} ms) | "
                     f"{_speed_verdict(r, lat)} |"
                 )
+    return lines
+
+
+def _disagreements(acc: list[dict]) -> list[str]:
+    """Int8 artifacts whose top-1 differs by more than 2 points between the runtimes that ran them."""
     odd = []
     for model in dict.fromkeys(r["model"] for r in acc):
         by_art: dict[str, list[dict]] = {}
@@ -484,8 +478,11 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
                     + ", ".join(f"{r['top1']:.2f}% on {r['engine'].removeprefix(art + '-')}" for r in rs)
                     + ": the runtimes do not execute this graph alike (a runtime's int8 lowering, not the weights)."
                 )
-    if odd:
-        lines += ["", "## Runtime disagreements (same artifact, > 2 points apart)", "", *odd]
+    return odd
+
+
+def _fastest_lines(acc: list[dict], lat: list[dict]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Fastest int8 vs fastest fp32 of the trained network (CIFAR-10 weights, 32x32, batch 1, one thread)",
@@ -513,28 +510,74 @@ def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None
             + (f"{drop:+.2f}" if drop is not None else "n/a")
             + " |"
         )
-    if ops:
-        lines += [
-            "",
-            "## Where int8 time goes (ONNX Runtime profiler, one thread, ms per image)",
-            "",
-            "conv/gemm = the convolution and classifier kernels; the rest is elementwise and glue work (activations "
-            "outside the int8 kernels, QuantizeLinear/DequantizeLinear, QLinearAdd/Mul, pooling, layout reorders).",
-            "",
-            "| model | network | artifact | total | conv/gemm | rest | top non-conv ops |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        keys = list(dict.fromkeys((r["model"], r["network"], r["artifact"]) for r in ops))
-        for model, network, art in keys:
-            rs = [r for r in ops if (r["model"], r["network"], r["artifact"]) == (model, network, art)]
-            total = sum(r["ms_per_run"] for r in rs)
-            conv = sum(r["ms_per_run"] for r in rs if r["op_type"] in COMPUTE_OPS)
-            rest = [r for r in rs if r["op_type"] not in COMPUTE_OPS][:4]
-            top = ", ".join(f"{r['op_type']} {r['ms_per_run']:.2f}" for r in rest)
-            lines.append(
-                f"| {model} | {network} | {art} | {total:.2f} | {conv:.2f} | {total - conv:.2f} "
-                f"({(total - conv) / total:.0%}) | {top} |"
+    return lines
+
+
+def _ops_lines(ops: list[dict]) -> list[str]:
+    if not ops:
+        return []
+    lines: list[str] = []
+    lines += [
+        "",
+        "## Where int8 time goes (ONNX Runtime profiler, one thread, ms per image)",
+        "",
+        "conv/gemm = the convolution and classifier kernels; the rest is elementwise and glue work (activations "
+        "outside the int8 kernels, QuantizeLinear/DequantizeLinear, QLinearAdd/Mul, pooling, layout reorders).",
+        "",
+        "| model | network | artifact | total | conv/gemm | rest | top non-conv ops |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = list(dict.fromkeys((r["model"], r["network"], r["artifact"]) for r in ops))
+    for model, network, art in keys:
+        rs = [r for r in ops if (r["model"], r["network"], r["artifact"]) == (model, network, art)]
+        total = sum(r["ms_per_run"] for r in rs)
+        conv = sum(r["ms_per_run"] for r in rs if r["op_type"] in COMPUTE_OPS)
+        rest = [r for r in rs if r["op_type"] not in COMPUTE_OPS][:4]
+        top = ", ".join(f"{r['op_type']} {r['ms_per_run']:.2f}" for r in rest)
+        lines.append(
+            f"| {model} | {network} | {art} | {total:.2f} | {conv:.2f} | {total - conv:.2f} "
+            f"({(total - conv) / total:.0%}) | {top} |"
+        )
+    return lines
+
+
+def summary(acc: list[dict], lat: list[dict], meta: dict, ops: list[dict] | None = None) -> str:
+    m = meta["machine"]
+    lines = [
+        "# Int8 on CIFAR-10-trained models (`benchmarks/quant/quant_cifar10.py`)",
+        "",
+        f"Machine: {m.get('cpu_model', '?')} ({m.get('microarchitecture') or '?'}), {m.get('logical_cpus', '?')} "
+        f"logical CPUs, {isa(m)}; command: `{meta['command']}`.",
+        *_run_lines(meta),
+        "",
+        "Latency: the median over all calls (batch 1, one pinned thread, fp32 and int8 of one runtime interleaved in "
+        "rounds); speed-up = fp32 median / int8 median. Every timed runtime passed the numerical gate against eager "
+        "fp32 on the timed input first; one that fails is recorded as wrong and not timed. Run-to-run spread "
+        "(`run_to_run` column) = interquartile range of the round medians over their median; the int8 speed goal "
+        "is reached or missed only when its margin exceeds the two timings' spreads combined, a tie otherwise.",
+        "",
+        "Top-1 in % on the 10,000 CIFAR-10 test images; drop = fp32 PyTorch top-1 - this engine's top-1. "
+        f"Checkpoints: {meta['checkpoints']}.",
+        "",
+    ]
+    engines = list(dict.fromkeys(r["engine"] for r in acc))
+    lines += ["| model | fp32 epochs | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for model in dict.fromkeys(r["model"] for r in acc):
+        rows = {r["engine"]: r for r in acc if r["model"] == model}
+        cells = []
+        for e in engines:
+            r = rows.get(e)
+            cells.append(
+                "" if r is None else f"{r['top1']:.2f}" + ("" if e == "pytorch" else f" ({-r['top1_drop']:+.2f})")
             )
+        first = next(iter(rows.values()))
+        lines.append(f"| {model} | {first['fp32_epochs']} | " + " | ".join(cells) + " |")
+    lines += _goal_lines(acc, lat)
+    odd = _disagreements(acc)
+    if odd:
+        lines += ["", "## Runtime disagreements (same artifact, > 2 points apart)", "", *odd]
+    lines += _fastest_lines(acc, lat)
+    lines += _ops_lines(ops or [])
     return "\n".join(lines) + "\n"
 
 

@@ -225,6 +225,27 @@ def _row(
     return r
 
 
+def _timed_into(row: dict[str, Any], m: Any, batch: int, used: list[int] | None) -> None:
+    """A timing's statistics into a results row (status ok)."""
+    s = m.stats
+    row.update(
+        status="ok",
+        median_ms=s.median_ms,
+        p90_ms=s.p90_ms,
+        min_ms=s.min_ms,
+        mean_ms=s.mean_ms,
+        std_ms=s.std_ms,
+        spread=s.spread,
+        throughput_ips=s.throughput(batch),
+        iters=s.n,
+        rounds=m.rounds,
+        noisy=m.noisy,
+        noise_reason=m.noise_reason,
+        cpu_util=round(m.cpu_util, 2),
+        cores=" ".join(map(str, used)) if used else "",
+    )
+
+
 def run_config(
     model: nn.Module,
     backend: str,
@@ -278,28 +299,11 @@ def run_config(
                     row.update(status="wrong", reason=g.message)
                     return row
             row["load_avg"] = load_average()
-            m = measure(runner.timed_call(xb), spec.policy, sync=runner.sync)
-            s = m.stats
-            row.update(
-                status="ok",
-                median_ms=s.median_ms,
-                p90_ms=s.p90_ms,
-                min_ms=s.min_ms,
-                mean_ms=s.mean_ms,
-                std_ms=s.std_ms,
-                spread=s.spread,
-                throughput_ips=s.throughput(batch),
-                iters=s.n,
-                rounds=m.rounds,
-                noisy=m.noisy,
-                noise_reason=m.noise_reason,
-                cpu_util=round(m.cpu_util, 2),
-                cores=" ".join(map(str, used)) if used else "",
-            )
-            if not cuda and threads and m.cpu_util > threads * 1.2 + 0.1:
+            _timed_into(row, measure(runner.timed_call(xb), spec.policy, sync=runner.sync), batch, used)
+            if not cuda and threads and row["cpu_util"] > threads * 1.2 + 0.1:
                 row["noisy"] = True
                 row["noise_reason"] = (row["noise_reason"] + "; " if row["noise_reason"] else "") + (
-                    f"used {m.cpu_util:.1f} cores with threads={threads}"
+                    f"used {row['cpu_util']:.1f} cores with threads={threads}"
                 )
     except Unsupported as e:
         row.update(status="skipped", reason=str(e))
@@ -310,6 +314,15 @@ def run_config(
     return row
 
 
+def _family(name: str) -> str:
+    from ..models import get_entry
+
+    try:
+        return get_entry(name).family
+    except KeyError:
+        return ""
+
+
 def run_bench(
     spec: BenchSpec,
     *,
@@ -318,8 +331,6 @@ def run_bench(
     model_factory: Callable[[str], nn.Module] | None = None,
 ) -> BenchRun:
     """Run the whole grid; ``on_result`` sees each row as it is measured (for live output)."""
-    from ..models import get_entry
-
     t_start = time.perf_counter()
     machine = machine_info()
     configs = spec.configs()
@@ -330,10 +341,7 @@ def run_bench(
     cuda = spec.device.startswith("cuda")
     try:
         for name in spec.models:
-            try:
-                family = get_entry(name).family
-            except KeyError:
-                family = ""
+            family = _family(name)
             bar.describe(f"{name}: preparing")
             # untimed work on one thread: on a shared machine, OpenMP threads waiting on a busy core cost seconds
             with _torch_threads(1 if not cuda else None):

@@ -129,6 +129,19 @@ class QuantResult:
         return artifact_bytes(self.fp32) / artifact_bytes(self.int8)
 
 
+def _check_ptq_args(method: str, toolchain: str, target: str) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
+    if toolchain not in TOOLCHAINS:
+        raise ValueError(f"unknown quantization toolchain {toolchain!r}; choose from {', '.join(TOOLCHAINS)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown int8 target {target!r}; choose from {', '.join(TARGETS)}")
+    if toolchain != "onnxruntime" and method != "minmax":
+        raise ValueError(
+            f"the {toolchain} toolchain estimates ranges itself: calibration method {method!r} is for onnxruntime"
+        )
+
+
 def quantize_ptq(
     model: nn.Module,
     calib: torch.Tensor,
@@ -154,16 +167,7 @@ def quantize_ptq(
     from ..backends.onnxruntime import export_onnx
     from ..export.int8 import int8_build_record
 
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
-    if toolchain not in TOOLCHAINS:
-        raise ValueError(f"unknown quantization toolchain {toolchain!r}; choose from {', '.join(TOOLCHAINS)}")
-    if target not in TARGETS:
-        raise ValueError(f"unknown int8 target {target!r}; choose from {', '.join(TARGETS)}")
-    if toolchain != "onnxruntime" and method != "minmax":
-        raise ValueError(
-            f"the {toolchain} toolchain estimates ranges itself: calibration method {method!r} is for onnxruntime"
-        )
+    _check_ptq_args(method, toolchain, target)
     if toolchain in backends.quantizers():
         return _quantize_engine(model, calib, out_dir, toolchain, target)
     out_dir = Path(out_dir)
