@@ -86,6 +86,14 @@ def speedup_range() -> str:
     return f"{speedups[lo]:.2f}x ({lo}) to {speedups[hi]:.2f}x ({hi})"
 
 
+GOAL_V3S = "study_goal_MobileNetV3_small_x1_0/results.json"
+
+
+def goal_v3s(field: str):
+    """The 40-minute goal run's MobileNetV3_small row (`mobilezoo study` results)."""
+    return next(r for r in doc(GOAL_V3S)["models"] if r["model"] == "MobileNetV3_small_x1_0")[field]
+
+
 def speed_verdicts() -> str:
     """quant_cifar10_latency: the int8 >= 1.5x fp32 (same runtime) verdicts over every int8 row, each judged only
     beyond the two timings' run-to-run spreads combined (mobilezoo.measure.stats.verdict), wrong answers counted."""
@@ -237,6 +245,9 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("(4x4 final map) {}%", "cifar10_recipe.json", lambda: f"{recipe('accuracy', 'small_input=2', 'val_top1'):.2f}"),
     ("one thread, median of all calls) runs {} faster", "quant_cifar10_latency.csv", lambda: speedup_range()),
     ("the run-to-run spread of both timings): {}.", "quant_cifar10_latency.csv", lambda: speed_verdicts()),
+    ("MobileNetV3_small_x1_0 reaches {}% top-1", GOAL_V3S, lambda: f"{goal_v3s('CIFAR-10 top-1 %')}"),
+    ("after {} epochs in", GOAL_V3S, lambda: f"{goal_v3s('epochs')}"),
+    ("in {} minutes of training", GOAL_V3S, lambda: f"{goal_v3s('train time (min)')}"),
 ]
 
 

@@ -11,4 +11,5 @@ dest=benchmarks/results/study_goal_$model
 rm -rf "$dest" && mkdir -p "$dest"
 cp "$out"/{report.md,report.html,results.csv,results.json,latency.csv,conclusions.csv,training.csv,study.json} "$dest"/
 cp -r "$out"/plots "$dest"/
+cp "$out/runs/$model/log.csv" "$dest/epochs.csv"  # per-epoch loss, lr, img/s
 echo "wrote $dest"
