@@ -652,12 +652,17 @@ def main() -> None:
             lat += lt
             ops += op
             meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-            write(args.out, acc, meta)
-            write(f"{args.out}_latency", lat, meta)
-            if ops:
-                write(f"{args.out}_ops", ops, meta)
-            (RESULTS / f"{args.out}.md").write_text(summary(acc, lat, meta, ops))
+            _write_all(args.out, acc, lat, ops, meta)
     print(f"wrote {RESULTS / args.out}.{{csv,json,md}} and {args.out}_latency.{{csv,json}}")
+
+
+def _write_all(out: str, acc: list[dict], lat: list[dict], ops: list[dict], meta: dict) -> None:
+    """The accuracy, latency and op-profile results (CSV + JSON) and their Markdown summary."""
+    write(out, acc, meta)
+    write(f"{out}_latency", lat, meta)
+    if ops:
+        write(f"{out}_ops", ops, meta)
+    (RESULTS / f"{out}.md").write_text(summary(acc, lat, meta, ops))
 
 
 def _of(rows: list[dict], model: str) -> list[dict]:
@@ -690,11 +695,7 @@ def retime(args) -> None:
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "models": names,
     }
-    write(args.out, acc, meta)
-    write(f"{args.out}_latency", lat, meta)
-    if ops:
-        write(f"{args.out}_ops", ops, meta)
-    (RESULTS / f"{args.out}.md").write_text(summary(acc, lat, meta, ops))
+    _write_all(args.out, acc, lat, ops, meta)
     print(f"re-timed {', '.join(names)}: wrote {RESULTS / args.out}_latency.{{csv,json}} and {args.out}.md")
 
 

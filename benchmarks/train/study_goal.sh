@@ -12,4 +12,7 @@ rm -rf "$dest" && mkdir -p "$dest"
 cp "$out"/{report.md,report.html,results.csv,results.json,latency.csv,conclusions.csv,training.csv,study.json} "$dest"/
 cp -r "$out"/plots "$dest"/
 cp "$out/runs/$model/log.csv" "$dest/epochs.csv"  # per-epoch loss, lr, img/s
+# the study records its data folder resolved; the committed copy names it as the repository sees it
+shared=$(cd ../shared && pwd)
+sed -i "s|$shared/|../shared/|g" "$dest"/{report.md,report.html,results.json,study.json}
 echo "wrote $dest"
