@@ -119,6 +119,41 @@ def test_every_output_file_and_the_measured_dimensions(study):
     assert "Training mode: budget" in md and "may differ from converged ones" in md
 
 
+def test_a_study_resumed_on_another_machine_says_so_and_remeasure_times_every_model_here(study, tmp_path):
+    """A study continued elsewhere: each model names its machines; the report says what no longer compares; one
+    ``--resume --remeasure`` re-times every finished model in one run here and keeps its training."""
+    from mobilezoo.measure.machine import machine_key
+
+    here, other = machine_key(), "Other CPU [6/1/1] avx2 x2"
+    out = tmp_path / "moved"
+    shutil.copytree(study["out"], out)
+    state = json.loads((out / "study.json").read_text())
+    for m in MODELS:  # recorded by the run itself
+        assert state["models"][m]["measure"]["machine"] == here
+        assert state["models"][m]["train"]["machines"] == [here]
+    first = state["models"][MODELS[0]]
+    first["measure"]["machine"], first["train"]["machines"] = other, [other, here]  # as if trained/timed elsewhere
+    (out / "study.json").write_text(json.dumps(state))
+    ckpts = {m: _fingerprint(out / "runs" / m / "last.ckpt") for m in MODELS}
+    r = _study("--resume", str(out), "--no-progress", env=_env(tmp_path))  # nothing to train: the report again
+    assert r.wait(timeout=600) == 0, r.stderr.read()[-3000:]
+    md = (out / "report.md").read_text()
+    assert f"Latency was measured on 2 machines ({other}; {here})" in md and "--remeasure" in md
+    assert "Training ran on 2 machines" in md and f"| {other}; {here} |" in md  # the model's own row says which
+
+    r = _study("--resume", str(out), "--remeasure", "--no-progress", env=_env(tmp_path))
+    stdout, err = r.communicate(timeout=600)
+    assert r.returncode == 0, err[-3000:]
+    assert f"[1/2] {MODELS[0]}: measuring again here (its training kept)" in stdout
+    after = json.loads((out / "study.json").read_text())
+    assert [after["models"][m]["measure"]["machine"] for m in MODELS] == [here, here]
+    assert [after["models"][m]["train"] for m in MODELS] == [state["models"][m]["train"] for m in MODELS]
+    assert {m: _fingerprint(out / "runs" / m / "last.ckpt") for m in MODELS} == ckpts  # nothing retrained
+    md = (out / "report.md").read_text()
+    assert "Latency was measured on" not in md and "Training ran on 2 machines" in md
+    assert {r["model"] for r in csv.DictReader((out / "latency.csv").open())} == set(MODELS)
+
+
 def test_conclusions_table_is_generated_from_the_results(study):
     claims = list(csv.DictReader((study["out"] / "conclusions.csv").open()))
     assert [c["claim (seed)"] for c in claims] == [c.text for c in CLAIMS]
@@ -141,6 +176,7 @@ def test_conclusions_table_is_generated_from_the_results(study):
         (["--data", str(MINI), "--models", "ShuffleNetV2_x9"], "unknown model 'ShuffleNetV2_x9'"),
         (["--data", str(MINI), "--budget-min", "0"], "--budget-min must be > 0"),
         (["--data", str(MINI), "--engines", "tensorrt"], "unknown engine 'tensorrt'"),
+        (["--data", str(MINI), "--remeasure"], "--remeasure times a study's finished models again: give --resume"),
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path, capsys):

@@ -35,7 +35,7 @@ def _check_engines(engines: list[str]) -> None:
 def _new_state(args: argparse.Namespace) -> State:
     """A new study from the options, every one checked before the output folder is made."""
     from ..data.datasets import open_split
-    from ..measure.machine import machine_info
+    from ..measure.machine import machine_info, machine_key
     from .training import study_recipe
 
     if not args.data:
@@ -57,7 +57,7 @@ def _new_state(args: argparse.Namespace) -> State:
         open_split(settings.data, split)  # a missing split: one line, before anything runs
     for name in settings.models:
         study_recipe(settings, name)  # a bad recipe or override: one line
-    return State.create(args.output, settings, machine_info())
+    return State.create(args.output, settings, {**machine_info(), "key": machine_key()})
 
 
 def _resumed_state(args: argparse.Namespace) -> State:
@@ -74,9 +74,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     from ..train import TrainingInterrupted
     from .runner import run_study, summary
 
+    if args.remeasure and not args.resume:
+        raise StudyError("--remeasure times a study's finished models again: give --resume DIR")
     state = _resumed_state(args) if args.resume else _new_state(args)
     try:
-        paths = run_study(state, progress=not args.no_progress)
+        paths = run_study(state, progress=not args.no_progress, remeasure=args.remeasure)
     except (TrainingInterrupted, KeyboardInterrupt):
         print(f"\nmobilezoo: study interrupted; its state is in {state.path}: continue with "
               f"`mobilezoo study --resume {state.out}`", file=sys.stderr)  # fmt: skip
@@ -95,6 +97,9 @@ def register(sub) -> None:
     p.add_argument("--data", help="dataset root: train/ + test/ (CIFAR-10 as an ImageFolder, CIFAR batches, lists)")
     p.add_argument("-o", "--output", type=Path, default=Path("study"), help="the study folder (default: study/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the study in DIR where it stopped")
+    p.add_argument("--remeasure", action="store_true",
+                   help="with --resume: then measure every model finished earlier again here, so all latencies come "
+                        "from one machine and one run (training kept)")  # fmt: skip
     p.add_argument("--models", help=f"comma list (default: the seed's eleven, {STUDY_MODELS[0]}, ...)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--epochs", type=int, help="train every model this many epochs (default: the recipe's)")

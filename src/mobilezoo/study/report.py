@@ -66,12 +66,37 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, {m.get('memory_gb')} GB"
         + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "")
         + f"; training device: {', '.join(sorted({r['device'] for r in rows})) or '?'}",
+        *_machine_lines(doc),
         f"Latency engines: {', '.join(dict.fromkeys(r['backend'] for r in latency_rows(doc))) or 'none yet'}"
         f"{'' if s['engines'] else ' (every one that runs fp32 here)'}; batch 1, one thread; input sizes "
         f"{', '.join(f'{x}x{x}' for x in s['sizes'])}; the harness's quick policy (few rounds).",
         f"Started {doc.get('created')}, last updated {doc.get('updated')}.",
     ]
     return lines
+
+
+def _machines(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The machines the finished models trained on and were measured on (records from before machines were kept
+    count as the study's own machine)."""
+    own = doc["machine"].get("key") or doc["machine"].get("cpu_model") or "?"
+    done = [r for r in doc["models"].values() if r.get("status") == "done"]
+    train = [k for r in done for k in (r.get("train") or {}).get("machines") or [own]]
+    measure = [(r.get("measure") or {}).get("machine") or own for r in done]
+    return list(dict.fromkeys(train)), list(dict.fromkeys(measure))
+
+
+def _machine_lines(doc: dict[str, Any]) -> list[str]:
+    """Where a study resumed on other machines: which, and what compares only within one."""
+    train, measure = _machines(doc)
+    out = []
+    if len(train) > 1:
+        out.append(f"Training ran on {len(train)} machines ({'; '.join(train)}): training time and img/s compare "
+                   "only between models trained on one (the Training table names each model's).")  # fmt: skip
+    if len(measure) > 1:
+        out.append(f"Latency was measured on {len(measure)} machines ({'; '.join(measure)}): it compares only "
+                   "within one. `mobilezoo study --resume DIR --remeasure` measures every finished model again "
+                   "here, in one run.")  # fmt: skip
+    return out
 
 
 def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,6 +117,7 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "train img/s": round(t["img_per_s"], 1),
             "final train loss": round(t["final_loss"], 4) if t.get("final_loss") is not None else "",
             "device": t["device"],
+            **({"machines": "; ".join(t.get("machines") or [])} if len(_machines(doc)[0]) > 1 else {}),
         })  # fmt: skip
     return out
 

@@ -1,7 +1,11 @@
 """The study end to end: for each model not yet done — plan (fit the epochs to the budget), train (or resume its
 run exactly), measure — recording every step in ``study.json``, then the report (rewritten after every model, so it
 always shows what has finished). Progress: one overall bar (models, with the study's ETA) above the training
-engine's per-epoch bars, and one line per stage on stdout."""
+engine's per-epoch bars, and one line per stage on stdout.
+
+A study may outlive one machine (resumed elsewhere): each model records the machine it trained on (every one, if
+its training was resumed on another) and the one it was measured on. ``remeasure=True`` re-times every finished
+model in this process once the training is done, so the latency columns compare within one machine and one run."""
 
 from __future__ import annotations
 
@@ -59,6 +63,26 @@ def _guess_s(state: State) -> float | None:
     return b * 60 * 1.25 + 60 if b is not None else None
 
 
+def _measure(state: State, name: str, again: bool = False) -> None:
+    from ..measure.machine import machine_key
+
+    m = measure_model(name, state.run_dir(name) / "last.ckpt", state.settings, state.out)
+    when = {"remeasured" if again else "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    state.update(name, measure={**m, "machine": machine_key()}, status="done", **when)
+
+
+def _train(state: State, name: str, progress: bool) -> dict[str, Any]:
+    """Train ``name`` (or resume it) here; the training record names every machine its epochs ran on."""
+    from ..measure.machine import machine_key
+
+    rec = state.model(name)
+    machines = list(rec.get("training_machines", []))
+    if machine_key() not in machines[-1:]:
+        state.update(name, training_machines=[*machines, machine_key()])
+    t = train_model(name, state.settings, Recipe(**rec["recipe"]), state.run_dir(name), progress)
+    return {**t, "machines": state.model(name)["training_machines"]}
+
+
 def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None:
     s, guess = state.settings, _guess_s(state)
     if state.status(name) == "pending":
@@ -72,22 +96,23 @@ def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None
         planned = rec["plan"].get("planned_train_s")
         what = f"training {recipe.epochs} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")
         bar.stage(i, name, what + (", resumed from its last.ckpt" if resumed else ""), guess)
-        state.update(name, train=train_model(name, s, recipe, state.run_dir(name), progress), status="trained")
+        state.update(name, train=_train(state, name, progress), status="trained")
     if state.status(name) == "trained":
         bar.stage(i, name, "measuring (profile, ONNX fp32/int8, latency per engine)", guess)
-        m = measure_model(name, state.run_dir(name) / "last.ckpt", s, state.out)
-        state.update(name, measure=m, status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        _measure(state, name)
     t = state.model(name)["train"]
     print(f"{name}: done: top-1 {t['top1']:.2f}% in {t['epochs']} epochs, {t['train_time_s'] / 60:.1f} min",
           flush=True)  # fmt: skip
 
 
-def run_study(state: State, *, progress: bool = True) -> dict[str, Path]:
-    """Run (or continue) the study in ``state`` to the end; returns the report's files."""
+def run_study(state: State, *, progress: bool = True, remeasure: bool = False) -> dict[str, Path]:
+    """Run (or continue) the study in ``state`` to the end; returns the report's files. ``remeasure``: then measure
+    again every model finished before this process (the training is kept), so all latencies come from this run."""
     names = state.settings.models
     for stale in [*state.out.glob(".probe-*"), *state.out.glob(".measure-*")]:  # left by a killed process
         shutil.rmtree(stale, ignore_errors=True)
-    bar = _Overall(len(names), len(state.done()), progress)
+    earlier = state.done()
+    bar = _Overall(len(names), len(earlier), progress)
     try:
         for i, name in enumerate(names, 1):
             if state.status(name) == "done":
@@ -97,6 +122,10 @@ def run_study(state: State, *, progress: bool = True) -> dict[str, Path]:
             write_report(state)
     finally:
         bar.close()
+    for i, name in enumerate(earlier if remeasure else [], 1):
+        print(f"[{i}/{len(earlier)}] {name}: measuring again here (its training kept)", flush=True)
+        _measure(state, name, again=True)
+        write_report(state)
     return write_report(state)
 
 
