@@ -14,6 +14,7 @@ import mobilezoo as mz
 from mobilezoo.cli import main
 from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
 from mobilezoo.quant.qat import ActFakeQuant, QATConv2d, prepare_qat, qat_model_from_checkpoint, quantize_qat
+from mobilezoo.quant.qat import calibrate as qat_calibrate
 from mobilezoo.train import (
     TrainConfig,
     TrainingInterrupted,
@@ -190,6 +191,65 @@ def test_model_transform_checkpoints_round_trip_and_resume(trained, tmp_path):
     q = qat_model_from_checkpoint(res.best)
     assert sum(isinstance(m, QATConv2d) for m in q.modules()) > 10
     assert all(float(m.count) > 0 for m in q.modules() if isinstance(m, ActFakeQuant))
+
+
+def _ort_optimized_ops(path: Path, tmp_path: Path) -> dict[str, int]:
+    """Node counts of the graph ONNX Runtime actually runs (its optimized model written out)."""
+    import collections
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("name", ["MobileNetV1_x0_25", "MobileNetV2_x0_25"])
+def test_qat_quantizes_after_relu_so_onnxruntime_runs_each_conv_unit_as_one_int8_kernel(name, tmp_path):
+    """Conv -> ReLU/ReLU6 -> quantize: ONNX Runtime folds the activation into the quantization and the unit into one
+    QLinearConv. Quantized before the activation (the placement of QAT checkpoints from before this), a Q/DQ pair per
+    conv stays behind as separate nodes - about half of those artifacts' time on this CPU."""
+    from mobilezoo.quant.qat import export_qat_onnx
+
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ops = {}
+    for placement in ("after", "before"):
+        q = prepare_qat(mz.create_model(name, weights="random", num_classes=10, small_input=1).eval())
+        for m in q.modules():
+            if isinstance(m, QATConv2d) and placement == "before":
+                m.set_out_after_act(False)
+        q = qat_calibrate(q, x).eval()
+        path = export_qat_onnx(q, tmp_path / f"{placement}.onnx", input_size=32)
+        ops[placement] = _ort_optimized_ops(path, tmp_path)
+        with torch.no_grad():
+            want = q(x[:8])
+        got = mz.runtime.load(path, backend="onnxruntime", threads=1)(x[:8])
+        assert (want - got).abs().max() <= 1e-3 * want.abs().max(), placement  # the model it was trained as
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in mz.create_model(name, weights="random").modules())
+    after, before = ops["after"], ops["before"]
+    assert after["QLinearConv"] == before["QLinearConv"] == convs  # every conv int8 either way
+    assert after["Relu"] == after["Clip"] == 0  # every ReLU/ReLU6 folded
+    standalone = after["QuantizeLinear"] + after["DequantizeLinear"]
+    # left: the input's Q, the classifier's DQ, and (MobileNetV2) the Q/DQ around its residual Adds
+    assert standalone <= 5 + 3 * after["Add"], after
+    assert before["QuantizeLinear"] + before["DequantizeLinear"] >= convs + standalone, before
+
+
+def test_qat_checkpoints_keep_their_quantizer_placement():
+    """A QAT checkpoint rebuilds with the placement it was trained with: after ReLU/ReLU6 now, before the activation
+    for checkpoints written before the placement was recorded (their state has no ``out_after_act``)."""
+    name = "MobileNetV2_x0_25"
+    q = prepare_qat(mz.create_model(name, weights="random", num_classes=10))
+    after = {n for n, m in q.named_modules() if isinstance(m, QATConv2d) and m._after_act}
+    assert after and len(after) < sum(isinstance(m, QATConv2d) for m in q.modules())  # the conv_pwl ones: no act
+    ck = {"model_name": name, "num_classes": 10, "model": q.state_dict(), "class_names": []}
+    rebuilt = qat_model_from_checkpoint(ck)
+    assert {n for n, m in rebuilt.named_modules() if isinstance(m, QATConv2d) and m._after_act} == after
+    old = {k: v for k, v in q.state_dict().items() if not k.endswith("out_after_act")}
+    rebuilt = qat_model_from_checkpoint({**ck, "model": old})
+    assert not any(m._after_act for m in rebuilt.modules() if isinstance(m, QATConv2d))
 
 
 def test_quantize_cli_reports_accuracy_and_refuses_qat_clearly(trained, tmp_path, capsys):

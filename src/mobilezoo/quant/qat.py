@@ -9,7 +9,11 @@ The scheme is the deployment's (ONNX Runtime's static QDQ, as :func:`mobilezoo.q
 - every ``Conv2d``/``Linear`` input, and every ``Conv2d`` output, uint8 asymmetric per tensor, its range a moving
   average of the batch min/max (momentum 0.9, bias-corrected like PaddleClas's ``moving_average_abs_max``), updated in
   training mode and frozen in eval mode (``torch.fake_quantize_per_tensor_affine``). Quantizing the conv outputs lets
-  ONNX Runtime fuse ``DequantizeLinear -> Conv -> QuantizeLinear`` into its int8 conv kernels;
+  ONNX Runtime fuse ``DequantizeLinear -> Conv -> QuantizeLinear`` into its int8 conv kernels. Where the conv's
+  activation is a ReLU or ReLU6 (a zoo ``ConvBNAct``), its output quantizer sits *after* the activation, where
+  ONNX Runtime folds the ReLU/Clip into the quantization and the whole unit into one int8 conv (quantized before
+  the activation, the Q/DQ pair around it stays as separate nodes); hard-swish convs keep it before (no engine
+  fuses a hard-swish into its int8 conv);
 - the ranges are calibrated on real images before fine-tuning.
 
 Export traces the fake-quant model (``dynamo=False``): the fake-quant ops become ``QuantizeLinear/DequantizeLinear``.
@@ -32,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.fuse import fuse_bn
+from ..models.layers import ConvBNAct
 from . import QuantResult
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActFakeQuant",
     "QATConv2d",
+    "QATConvBNAct",
     "QATLinear",
     "QATResult",
     "calibrate",
@@ -114,6 +120,17 @@ class QATConv2d(nn.Conv2d):
         self.act_in = ActFakeQuant()
         self.act_out = ActFakeQuant()
         self.register_buffer("weight_qmax", torch.tensor(WEIGHT_QMAX["portable"]))
+        self.register_buffer("out_after_act", torch.tensor(False))
+        """``act_out`` applied by the enclosing :class:`QATConvBNAct` after its activation, not here"""
+        self._after_act = False  # the buffer's value as a Python bool (no tensor -> bool in a trace)
+
+    def set_out_after_act(self, value: bool) -> None:
+        self.out_after_act.fill_(value)
+        self._after_act = bool(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._after_act = bool(self.out_after_act)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d) -> QATConv2d:
@@ -133,7 +150,21 @@ class QATConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._conv_forward(self.act_in(x), fake_quant_weight(self.weight, self.weight_qmax), self.bias)
-        return self.act_out(y)
+        return y if self._after_act else self.act_out(y)
+
+
+QUANT_AFTER = (nn.ReLU, nn.ReLU6)
+"""Activations whose conv output is quantized after them (ONNX Runtime folds them into the int8 conv)."""
+
+
+class QATConvBNAct(ConvBNAct):
+    """A zoo ``ConvBNAct`` whose conv output quantizer (``conv.act_out``) runs after the activation (when the conv's
+    ``out_after_act`` says so); the same modules and state-dict keys as the ``ConvBNAct`` it was."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn(self.conv(x)))
+        conv = self.conv
+        return conv.act_out(y) if isinstance(conv, QATConv2d) and conv._after_act else y
 
 
 class QATLinear(nn.Linear):
@@ -169,6 +200,10 @@ def prepare_qat(
             if q is not None:
                 setattr(parent, name, q.from_float(child))
                 getattr(parent, name).weight_qmax.fill_(WEIGHT_QMAX[target])
+    for m in model.modules():
+        if type(m) is ConvBNAct and isinstance(m.conv, QATConv2d):
+            m.__class__ = QATConvBNAct
+            m.conv.set_out_after_act(isinstance(m.act, QUANT_AFTER))
     if calib is not None:
         calibrate(model, calib, batch)
     return model
@@ -236,9 +271,11 @@ def qat_model_from_checkpoint(ck: dict[str, Any] | str | Path) -> nn.Module:
     kw = ck.get("model_kwargs", {})
     model = prepare_qat(create_model(ck["model_name"], weights="random", num_classes=ck["num_classes"], **kw))
     state = dict(ck["model"])
-    for k in model.state_dict():  # QAT runs from before targets existed used 8-bit weights
+    for k in model.state_dict():  # QAT runs from before targets existed used 8-bit weights,
         if k.endswith("weight_qmax") and k not in state:
             state[k] = torch.tensor(WEIGHT_QMAX["vnni"])
+        if k.endswith("out_after_act") and k not in state:  # and quantized every conv output before its activation
+            state[k] = torch.tensor(False)
     model.load_state_dict(state)
     model.default_cfg = {**model.default_cfg, **ck.get("default_cfg", {})}
     model.class_names = list(ck.get("class_names") or [])
