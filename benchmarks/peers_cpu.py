@@ -798,6 +798,8 @@ def fp32_goals(rows: list[dict], model: str, peaks: dict | None, macs: dict | No
         g["speedup_vs_pytorch_eager"] = s
         g["goal_3x_vs_eager"] = verdict(s, 3.0, _spread(eager, auto))
         g["eager_over_3_ms"] = _t(eager) / 3
+    else:
+        g["goal_3x_vs_eager"] = "not judged: the eager row is missing, wrong or noisy"
     if peaks and macs and macs.get(model):
         gflops = 2 * macs[model] / (_t(auto) * 1e-3) / 1e9
         g["auto_gflops"], g["auto_of_fp32_peak"] = gflops, gflops / peaks["peak_gflops"]
@@ -960,6 +962,12 @@ def latency_table(rows: list[dict], block: str) -> list[str]:
     return md
 
 
+def _gflops_cell(g: dict) -> str:
+    if g.get("auto_gflops") is None:
+        return "not measured"
+    return f"{g['auto_gflops']:.0f} ({g['auto_of_fp32_peak']:.0%})"
+
+
 def goals_table(goals: list[dict]) -> list[str]:
     md = [
         "| model | auto (ms) | fastest fp32 peer (ms) | auto as fast as it | auto >= 1.15x it | >= 3x PyTorch eager "
@@ -973,13 +981,19 @@ def goals_table(goals: list[dict]) -> list[str]:
                 f"{g['best_reduced']} {g['best_reduced_ms']:.3f} ms vs {g['reduced_vs_peer']} "
                 f"{g['reduced_peer_ms']:.3f} ms = {g['reduced_speedup_vs_best_fp32_peer']:.2f}x: {red}"
             )
-        md.append(
-            f"| {g['model']} | {_fmt(g.get('auto_ms'))} | {g.get('fastest_peer', '')} {_fmt(g.get('fastest_peer_ms'))} "
-            f"| {g.get('goal_fp32_vs_fastest_peer', '')} ({_fmt(g.get('fp32_speedup_vs_fastest_peer'))}x) "
-            f"| {g.get('goal_fp32_1_15x', '')} | {g.get('goal_3x_vs_eager', '')} "
-            f"({_fmt(g.get('speedup_vs_pytorch_eager'))}x) "
-            f"| {g.get('auto_gflops', 0):.0f} ({g.get('auto_of_fp32_peak', 0):.0%}) | {red} |"
-        )
+        fast = g.get("fp32_speedup_vs_fastest_peer")
+        eager = g.get("speedup_vs_pytorch_eager")
+        cells = [
+            g["model"],
+            _fmt(g.get("auto_ms")),
+            f"{g.get('fastest_peer', '')} {_fmt(g.get('fastest_peer_ms'))}",
+            g.get("goal_fp32_vs_fastest_peer", "") + (f" ({fast:.3f}x)" if fast else ""),
+            g.get("goal_fp32_1_15x", ""),
+            g.get("goal_3x_vs_eager", "") + (f" ({eager:.3f}x)" if eager else ""),
+            _gflops_cell(g),
+            red,
+        ]
+        md.append("| " + " | ".join(cells) + " |")
     return md
 
 
@@ -1047,10 +1061,16 @@ def write(args, info, rows, choices, goals, accuracy, wall_s, command=None, load
         md += latency_table(rows, "cifar10-32")
     md += [
         "\n## Goals\n",
-        f"Roofline of one core, measured: fp32 matmul {pk.get('peak_gflops')} GFLOP/s, copy {pk.get('cache_gbps')} / "
-        f"{pk.get('llc_gbps')} / {pk.get('dram_gbps')} GB/s (L2 / LLC / DRAM). `auto GFLOP/s` = 2 x MACs / auto's "
-        "median. The fp32 goals use the ImageNet block; the reduced-precision goal the trained block, on the "
-        "artifact whose accuracy was measured.\n",
+        (
+            f"Roofline of one core, measured: fp32 matmul {pk.get('peak_gflops')} GFLOP/s, copy {pk.get('cache_gbps')} "
+            f"/ {pk.get('llc_gbps')} / {pk.get('dram_gbps')} GB/s (L2 / LLC / DRAM). `auto GFLOP/s` = 2 x MACs / "
+            "auto's median."
+            if pk.get("peak_gflops")
+            else "Roofline: not measured (the run stopped before its closing peak measurement), so no GFLOP/s or "
+            "fraction of peak below."
+        )
+        + " The fp32 goals use the ImageNet block; the reduced-precision goal the trained block, on the artifact "
+        "whose accuracy was measured.\n",
         *goals_table(goals),
         "\nauto's choices: "
         + "; ".join(
