@@ -14,7 +14,6 @@ import mobilezoo as mz
 from mobilezoo.cli import main
 from mobilezoo.quant import artifact_bytes, calibration_images, quantize_ptq
 from mobilezoo.quant.qat import ActFakeQuant, QATConv2d, prepare_qat, qat_model_from_checkpoint, quantize_qat
-from mobilezoo.quant.qat import calibrate as qat_calibrate
 from mobilezoo.train import (
     TrainConfig,
     TrainingInterrupted,
@@ -193,63 +192,71 @@ def test_model_transform_checkpoints_round_trip_and_resume(trained, tmp_path):
     assert all(float(m.count) > 0 for m in q.modules() if isinstance(m, ActFakeQuant))
 
 
-def _ort_optimized_ops(path: Path, tmp_path: Path) -> dict[str, int]:
-    """Node counts of the graph ONNX Runtime actually runs (its optimized model written out)."""
+def _ort_optimized_ops(path: Path, tmp_path: Path, batch: int) -> dict[str, int]:
+    """Node counts of the graph ONNX Runtime actually runs (its optimized model written out), compiled for a static
+    batch size as the ``onnxruntime`` backend compiles it."""
     import collections
 
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
+    so.add_free_dimension_override_by_name("batch", batch)
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
 
 
-@pytest.mark.parametrize("name", ["MobileNetV1_x0_25", "MobileNetV2_x0_25"])
-def test_qat_quantizes_after_relu_so_onnxruntime_runs_each_conv_unit_as_one_int8_kernel(name, tmp_path):
-    """Conv -> ReLU/ReLU6 -> quantize: ONNX Runtime folds the activation into the quantization and the unit into one
-    QLinearConv. Quantized before the activation (the placement of QAT checkpoints from before this), a Q/DQ pair per
-    conv stays behind as separate nodes - about half of those artifacts' time on this CPU."""
+@pytest.mark.parametrize(
+    ("name", "most"),
+    [("MobileNetV1_x0_25", 5), ("MobileNetV2_x0_25", 5), ("ShuffleNetV2_x0_25", 30), ("GhostNet_x0_5", 60)],
+)
+def test_qat_quantizes_each_tensor_once_where_onnxruntime_fuses_it(name, most, tmp_path):
+    """After a ReLU/ReLU6 (folded into the quantization), at a residual sum or a concat (int8 Add/Concat), and not
+    again at the consumer: ONNX Runtime runs the artifact as int8 kernels with a few standalone Q/DQ nodes left. The
+    scheme of older QAT checkpoints (``legacy``: every conv's input and output quantized, before the activation)
+    leaves a Q/DQ pair per conv as separate nodes - about half of those artifacts' time on this CPU. Both artifacts
+    compute what their fake-quant model computes."""
     from mobilezoo.quant.qat import export_qat_onnx
 
     x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ops = {}
-    for placement in ("after", "before"):
-        q = prepare_qat(mz.create_model(name, weights="random", num_classes=10, small_input=1).eval())
-        for m in q.modules():
-            if isinstance(m, QATConv2d) and placement == "before":
-                m.set_out_after_act(False)
-        q = qat_calibrate(q, x).eval()
-        path = export_qat_onnx(q, tmp_path / f"{placement}.onnx", input_size=32)
-        ops[placement] = _ort_optimized_ops(path, tmp_path)
+    for legacy in (False, True):
+        net = mz.create_model(name, weights="random", num_classes=10, small_input=1).eval()
+        q = prepare_qat(net, calib=x, legacy=legacy).eval()
+        path = export_qat_onnx(q, tmp_path / f"{legacy}.onnx", input_size=32)
+        ops[legacy] = _ort_optimized_ops(path, tmp_path, batch=8)
         with torch.no_grad():
             want = q(x[:8])
-        got = mz.runtime.load(path, backend="onnxruntime", threads=1)(x[:8])
-        assert (want - got).abs().max() <= 1e-3 * want.abs().max(), placement  # the model it was trained as
+        got = mz.runtime.load(path, backend="onnxruntime", threads=1, batch_size=8)(x[:8])
+        assert (want - got).abs().max() <= 1e-3 * want.abs().max(), legacy  # the model it was trained as
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in mz.create_model(name, weights="random").modules())
-    after, before = ops["after"], ops["before"]
-    assert after["QLinearConv"] == before["QLinearConv"] == convs  # every conv int8 either way
-    assert after["Relu"] == after["Clip"] == 0  # every ReLU/ReLU6 folded
-    standalone = after["QuantizeLinear"] + after["DequantizeLinear"]
-    # left: the input's Q, the classifier's DQ, and (MobileNetV2) the Q/DQ around its residual Adds
-    assert standalone <= 5 + 3 * after["Add"], after
-    assert before["QuantizeLinear"] + before["DequantizeLinear"] >= convs + standalone, before
+    new, old = ({k: c[k] for k in ("QLinearConv", "QuantizeLinear", "DequantizeLinear", "Relu")} for c in ops.values())
+    assert new["QLinearConv"] == old["QLinearConv"] == convs, ops  # every conv int8 either way
+    assert new["Relu"] == 0, ops  # folded into the quantization
+    standalone = new["QuantizeLinear"] + new["DequantizeLinear"]
+    assert standalone <= most and old["QuantizeLinear"] + old["DequantizeLinear"] >= 2 * standalone, ops
 
 
-def test_qat_checkpoints_keep_their_quantizer_placement():
-    """A QAT checkpoint rebuilds with the placement it was trained with: after ReLU/ReLU6 now, before the activation
-    for checkpoints written before the placement was recorded (their state has no ``out_after_act``)."""
+def test_qat_checkpoints_keep_their_quantization_scheme():
+    """A QAT checkpoint rebuilds with the scheme it was trained with: each tensor quantized once now; every conv's
+    input and output, before its activation, for checkpoints written before (their state has no ``out_after_act``)."""
     name = "MobileNetV2_x0_25"
+
+    def scheme(q):
+        convs = [(n, m) for n, m in q.named_modules() if isinstance(m, QATConv2d)]
+        blocks = {n for n, m in q.named_modules() if hasattr(m, "out_quant")}
+        return {n for n, m in convs if m._after_act}, {n for n, m in convs if m.in_shared}, blocks
+
     q = prepare_qat(mz.create_model(name, weights="random", num_classes=10))
-    after = {n for n, m in q.named_modules() if isinstance(m, QATConv2d) and m._after_act}
-    assert after and len(after) < sum(isinstance(m, QATConv2d) for m in q.modules())  # the conv_pwl ones: no act
+    after, shared, blocks = scheme(q)
+    n_convs = sum(isinstance(m, QATConv2d) for m in q.modules())
+    assert 0 < len(after) < n_convs and 0 < len(shared) < n_convs and blocks  # conv_pwl: no act; the stem: the image
     ck = {"model_name": name, "num_classes": 10, "model": q.state_dict(), "class_names": []}
-    rebuilt = qat_model_from_checkpoint(ck)
-    assert {n for n, m in rebuilt.named_modules() if isinstance(m, QATConv2d) and m._after_act} == after
-    old = {k: v for k, v in q.state_dict().items() if not k.endswith("out_after_act")}
-    rebuilt = qat_model_from_checkpoint({**ck, "model": old})
-    assert not any(m._after_act for m in rebuilt.modules() if isinstance(m, QATConv2d))
+    assert scheme(qat_model_from_checkpoint(ck)) == (after, shared, blocks)
+    legacy = prepare_qat(mz.create_model(name, weights="random", num_classes=10), legacy=True)
+    old = {k: v for k, v in legacy.state_dict().items() if not k.endswith("out_after_act")}
+    assert scheme(qat_model_from_checkpoint({**ck, "model": old})) == (set(), set(), set())
 
 
 def test_quantize_cli_reports_accuracy_and_refuses_qat_clearly(trained, tmp_path, capsys):

@@ -148,8 +148,13 @@ class QATConv2d(nn.Conv2d):
         q.weight, q.bias = conv.weight, conv.bias
         return q
 
+    in_shared = False
+    """the input is already quantized by the quantizer that produced it (:func:`_share_producer_quantizers`): no
+    second quantization (``act_in`` unused), as a tensor has one quantizer in a QDQ graph"""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(self.act_in(x), fake_quant_weight(self.weight, self.weight_qmax), self.bias)
+        x = x if self.in_shared else self.act_in(x)
+        y = self._conv_forward(x, fake_quant_weight(self.weight, self.weight_qmax), self.bias)
         return y if self._after_act else self.act_out(y)
 
 
@@ -181,16 +186,29 @@ class QATLinear(nn.Linear):
         q.weight, q.bias = fc.weight, fc.bias
         return q
 
+    in_shared = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_in(x), fake_quant_weight(self.weight, self.weight_qmax), self.bias)
+        x = x if self.in_shared else self.act_in(x)
+        return F.linear(x, fake_quant_weight(self.weight, self.weight_qmax), self.bias)
 
 
 def prepare_qat(
-    model: nn.Module, calib: torch.Tensor | None = None, batch: int = 32, target: str = "portable"
+    model: nn.Module,
+    calib: torch.Tensor | None = None,
+    batch: int = 32,
+    target: str = "portable",
+    *,
+    legacy: bool = False,
 ) -> nn.Module:
     """Fold BatchNorm and swap every Conv2d/Linear for its QAT version, in place; calibrate the activation ranges
     on ``calib`` images when given. ``target`` sets the weights' range (:data:`WEIGHT_QMAX`). Returns ``model`` (its
-    class, name, ``default_cfg`` and classes unchanged)."""
+    class, name, ``default_cfg`` and classes unchanged).
+
+    Each tensor is quantized once, where ONNX Runtime fuses it: a ReLU/ReLU6 conv's output after the activation, a
+    residual block's sum (a ghost module's concat) at the block's output, and a conv whose input one of those
+    produced does not quantize it again. ``legacy``: the scheme of QAT checkpoints from before (every conv's input
+    and output quantized, before any activation)."""
     if target not in WEIGHT_QMAX:
         raise ValueError(f"unknown int8 target {target!r}; choose from {', '.join(WEIGHT_QMAX)}")
     fuse_bn(model, inplace=True)
@@ -200,13 +218,83 @@ def prepare_qat(
             if q is not None:
                 setattr(parent, name, q.from_float(child))
                 getattr(parent, name).weight_qmax.fill_(WEIGHT_QMAX[target])
-    for m in model.modules():
-        if type(m) is ConvBNAct and isinstance(m.conv, QATConv2d):
-            m.__class__ = QATConvBNAct
-            m.conv.set_out_after_act(isinstance(m.act, QUANT_AFTER))
+    if not legacy:
+        for m in model.modules():
+            if type(m) is ConvBNAct and isinstance(m.conv, QATConv2d):
+                m.__class__ = QATConvBNAct
+                m.conv.set_out_after_act(isinstance(m.act, QUANT_AFTER))
+        _quantize_block_outputs(model)
+        _share_producer_quantizers(model)
     if calib is not None:
         calibrate(model, calib, batch)
     return model
+
+
+def _joining_blocks() -> tuple[type[nn.Module], ...]:
+    """The zoo blocks that end in a sum (a residual) or a concat (GhostNet's ghost module, ShuffleNetV2's units: their
+    int8 concat, shuffle and split run on the quantized tensor once the session has static shapes, as the
+    ``onnxruntime`` backend compiles it)."""
+    from ..models.ghostnet import GhostBottleneck, GhostModule
+    from ..models.mobilenet_v2 import InvertedResidual
+    from ..models.mobilenet_v3 import InvertedResidualSE
+    from ..models.shufflenet_v2 import ShuffleDownUnit, ShuffleUnit
+
+    return InvertedResidual, InvertedResidualSE, GhostBottleneck, GhostModule, ShuffleUnit, ShuffleDownUnit
+
+
+_BLOCK_OUT: dict[type, type] = {}
+
+
+def _with_output_quantizer(cls: type[nn.Module]) -> type[nn.Module]:
+    """``cls`` whose forward quantizes its output with its ``out_quant`` child (one class per block type)."""
+    if cls not in _BLOCK_OUT:
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out_quant(cls.forward(self, x))
+
+        _BLOCK_OUT[cls] = type(f"QAT{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
+    return _BLOCK_OUT[cls]
+
+
+def _quantize_block_outputs(model: nn.Module) -> None:
+    """A residual block's sum, or a ghost module's concat, quantized at the block's output (``out_quant``): ONNX
+    Runtime's int8 Add/Concat reads quantized inputs and writes one, and every consumer reads that one tensor."""
+    blocks = _joining_blocks()
+    for m in list(model.modules()):
+        if type(m) in blocks and getattr(m, "residual", True):
+            m.add_module("out_quant", ActFakeQuant())
+            m.__class__ = _with_output_quantizer(type(m))
+
+
+@torch.no_grad()
+def _share_producer_quantizers(model: nn.Module) -> None:
+    """Mark every QAT conv/linear whose input is exactly the output of a quantizer (one probe forward, by tensor
+    identity): it reads that quantized tensor as it is (``in_shared``)."""
+    size = 64  # any size runs every module (the identities do not depend on it)
+    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    outputs: list[torch.Tensor] = []  # kept alive: no id is reused during the probe
+    seen: set[int] = set()
+    fed: list[nn.Module] = []
+
+    def produced(_m, _args, out):
+        outputs.append(out)
+        seen.add(id(out))
+
+    def consumes(m, args):
+        if args and id(args[0]) in seen:
+            fed.append(m)
+
+    hooks = [m.register_forward_hook(produced) for m in model.modules() if isinstance(m, ActFakeQuant)]
+    hooks += [m.register_forward_pre_hook(consumes) for m in model.modules() if isinstance(m, (QATConv2d, QATLinear))]
+    was_training = model.training
+    try:
+        model.eval()(torch.zeros(1, in_chans, size, size, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    for m in fed:
+        m.in_shared = True
 
 
 def _observers(model: nn.Module) -> Iterator[ActFakeQuant]:
@@ -269,8 +357,10 @@ def qat_model_from_checkpoint(ck: dict[str, Any] | str | Path) -> nn.Module:
     if not isinstance(ck, dict):
         ck = load_checkpoint(ck)
     kw = ck.get("model_kwargs", {})
-    model = prepare_qat(create_model(ck["model_name"], weights="random", num_classes=ck["num_classes"], **kw))
     state = dict(ck["model"])
+    legacy = not any(k.endswith("out_after_act") for k in state)  # written before each tensor had one quantizer
+    model = create_model(ck["model_name"], weights="random", num_classes=ck["num_classes"], **kw)
+    model = prepare_qat(model, legacy=legacy)
     for k in model.state_dict():  # QAT runs from before targets existed used 8-bit weights,
         if k.endswith("weight_qmax") and k not in state:
             state[k] = torch.tensor(WEIGHT_QMAX["vnni"])
