@@ -41,10 +41,12 @@ def test_every_rewrite_is_exact_on_every_architecture(name):
     n_se = sum(isinstance(k, SqueezeExcite) and isinstance(k.gate, HardSigmoidPaddle) for k in m.modules())
     n_hs = sum(isinstance(k, nn.Hardswish) for k in m.modules())
     has_scale = isinstance(getattr(m.head, "dropout", None), DownscaleDropout)
+    stages = len(m.blocks) if name.startswith("ShuffleNetV2") else 0
     assert rewrite(_net(name), tuple(REWRITES)) == {
         "se_gate": n_se,
         "head_scale": int(has_scale),
         "hardswish_mul": n_hs,
+        "shuffle_fold": stages,
     }
     # MobileNetV3 has all three; GhostNet's gate is already a clip and its dropout torch's kind: none, as the others
     expect = {"se_gate", "head_scale"} if name.startswith("MobileNetV3") else set()
@@ -64,7 +66,9 @@ def test_rewritten_model_keeps_the_original_untouched_and_leaves_no_pattern():
 
 
 def test_unknown_rewrite_is_one_clear_error():
-    with pytest.raises(ValueError, match=r"^unknown rewrite 'fold_all'; known: se_gate, head_scale, hardswish_mul$"):
+    with pytest.raises(
+        ValueError, match=r"^unknown rewrite 'fold_all'; known: se_gate, head_scale, hardswish_mul, shuffle_fold$"
+    ):
         with using(["fold_all"]):
             pass
 
@@ -116,3 +120,25 @@ def test_a_qat_artifact_is_exported_without_rewrites_and_matches_its_fake_quant_
     # 0.051 with the rewrites exported - a random network degrades less than a trained one, so the metadata above is
     # what tells the two apart for certain)
     assert rel < 0.03, rel
+
+
+def test_shuffle_fold_leaves_no_shuffle_or_split_in_the_exported_graph(tmp_path):
+    """ShuffleNetV2 with its shuffles folded into the convs: the exported graph has no Transpose (the shuffle) and no
+    Split, one Concat per unit, and an engine computes what the unmodified network computes."""
+    from mobilezoo.export import export, read_metadata
+
+    m = _net("ShuffleNetV2_x0_5")
+    units = sum(len(stage) for stage in m.blocks)
+    with using(()):
+        plain = export(m, "onnx", tmp_path / "plain", input_size=64)
+    with using(("shuffle_fold",)):
+        folded = export(m, "onnx", tmp_path / "folded", input_size=64)
+    p, f = _ops(plain), _ops(folded)
+    assert p.count("Transpose") == units and f.count("Transpose") == 0 and "Split" not in f
+    assert f.count("Concat") == units  # a stride-1 unit's branch input, each stage's output
+    assert f.count("Conv") == p.count("Conv") and read_metadata(folded)["rewrites"] == ["shuffle_fold"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = m(x)
+    got = mz.runtime.load(folded, backend="onnxruntime", threads=1)(x)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()

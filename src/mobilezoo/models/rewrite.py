@@ -6,13 +6,16 @@ against the unmodified eval-mode model) and applies where its pattern occurs in 
 - ``se_gate``: MobileNetV3's SE gate ``clip(0.2 y + 0.5, 0, 1)`` of ``y = W s + b`` becomes ``clip(W' s + b', 0, 1)``
   with ``W' = 0.2 W`` and ``b' = 0.2 b + 0.5``: the gate is a plain clip (GhostNet's already is).
 
-None of them applies to MobileNetV1/V2, ShuffleNetV1/V2 or GhostNet as PaddleClas builds them (GhostNet's SE gate is
-already a clip and its head dropout is the ordinary kind, the identity at inference).
+None of the first three applies to MobileNetV1/V2, ShuffleNetV1/V2 or GhostNet as PaddleClas builds them (GhostNet's
+SE gate is already a clip and its head dropout is the ordinary kind, the identity at inference).
 - ``head_scale``: Paddle's ``Dropout(mode="downscale_in_infer")`` multiplies the features by ``1 - p`` at inference
   (MobileNetV3's head: 0.8); folded into the classifier, ``fc(0.8 x) = (0.8 W) x + b``.
 - ``hardswish_mul``: ``hardswish(x)`` written as ``x * hardsigmoid(x)`` (ONNX ``HardSigmoid`` + ``Mul`` rather than
   ``HardSwish``): the form some engines fuse into their conv kernels. Measured per engine
   (``benchmarks/rewrites_cpu.py``), not applied by default unless the measurement says so.
+- ``shuffle_fold``: ShuffleNetV2's channel shuffles and splits folded into the convolutions that read them
+  (:mod:`mobilezoo.models.shuffle_fold`): per unit one concat of half its channels instead of a split, a full concat
+  and a reshape-transpose-reshape copy. On request until measured, as ``hardswish_mul``.
 
 :func:`deploy_form` is what every exporter and the ``torch`` engine call: BatchNorm folded
 (:func:`~mobilezoo.models.fuse.fuse_bn`), then the active rewrites (:data:`DEFAULT`, or those of
@@ -30,6 +33,7 @@ from torch import nn
 
 from .fuse import fuse_bn
 from .layers import Clip01, DownscaleDropout, HardSigmoidPaddle, SqueezeExcite
+from .shuffle_fold import fold_shuffles
 
 __all__ = ["DEFAULT", "REWRITES", "applied", "deploy_form", "rewrite", "using"]
 
@@ -81,6 +85,7 @@ REWRITES: dict[str, Callable[[nn.Module], int]] = {
     "se_gate": _se_gate,
     "head_scale": _head_scale,
     "hardswish_mul": _hardswish_mul,
+    "shuffle_fold": fold_shuffles,
 }
 """name -> in-place rewrite returning how many places it changed."""
 
