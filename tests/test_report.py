@@ -36,6 +36,20 @@ def training_csv(tmp_path):
     return p
 
 
+def test_report_reads_the_committed_study_when_present(training_csv, tmp_path, monkeypatch):
+    from mobilezoo.bench.cli import DEFAULT_TRAINING_CSVS, default_training_csv
+
+    monkeypatch.chdir(tmp_path)
+    assert default_training_csv() is None
+    study, older = DEFAULT_TRAINING_CSVS
+    older.parent.mkdir(parents=True)
+    older.write_text(training_csv.read_text())
+    assert default_training_csv() == older
+    study.parent.mkdir(parents=True)
+    study.write_text(training_csv.read_text())
+    assert default_training_csv() == study
+
+
 def test_pareto_front():
     pts = [(1.0, 50.0), (2.0, 60.0), (3.0, 55.0), (4.0, 70.0), (0.5, 40.0), (2.0, 58.0)]
     assert pareto_front(pts) == [4, 0, 1, 3]

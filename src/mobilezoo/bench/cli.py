@@ -17,7 +17,15 @@ HEADLINE = [
     "ShuffleNetV2_x1_0",
     "GhostNet_x1_0",
 ]
-DEFAULT_TRAINING_CSV = Path("benchmarks/results/cifar10_training.csv")
+DEFAULT_TRAINING_CSVS = (
+    Path("benchmarks/results/study_cifar10/training.csv"),  # the committed `mobilezoo study` of the eleven
+    Path("benchmarks/results/cifar10_training.csv"),  # the earlier 2-epoch training runs
+)
+"""Where ``mobilezoo report`` finds its CIFAR-10 column unless ``--training-results`` says: the first present."""
+
+
+def default_training_csv() -> Path | None:
+    return next((p for p in DEFAULT_TRAINING_CSVS if p.is_file()), None)
 
 
 def _torch_modes() -> dict[str, str]:
@@ -225,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     t0 = time.perf_counter()
-    training = args.training_results or (DEFAULT_TRAINING_CSV if DEFAULT_TRAINING_CSV.is_file() else None)
+    training = args.training_results or default_training_csv()
     cuda = args.device.startswith("cuda")
     if args.from_results:
         from .results import read_run
@@ -332,7 +340,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--training-results",
         type=Path,
         default=None,
-        help=f"CIFAR-10 training results CSV (default: {DEFAULT_TRAINING_CSV} when present)",
+        help="CIFAR-10 training results CSV (default: the first present of "
+        + ", ".join(map(str, DEFAULT_TRAINING_CSVS))
+        + ")",
     )
     p.add_argument("--from-results", type=Path, help="build the report from a bench results.json instead of measuring")
     p.add_argument(
