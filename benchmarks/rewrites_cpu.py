@@ -61,19 +61,30 @@ def network(name: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
         return model, x, model(x)
 
 
+def knob_variants(eng) -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
+    """The engine's own settings, one at a time away from its default, on the default rewrites: key -> (rewrites,
+    knobs); judged against the ``default`` variant."""
+    from mobilezoo.models.rewrite import DEFAULT
+
+    return {f"{k}={v}": (DEFAULT, {k: v}) for k, vals in eng.knobs.items() for v in vals[1:]}
+
+
 def sessions(eng, model, x, ref, vs: dict, work: Path, rows: list, base: dict) -> dict[str, Any]:
-    """Each variant's artifact built, opened (one thread) and gated; returns variant -> timed call."""
+    """Each variant's artifact built, opened (one thread, with its knobs) and gated; returns variant -> timed call.
+    ``vs``: key -> rewrite names, or (rewrite names, knobs)."""
     from mobilezoo.backends import quiet
     from mobilezoo.measure.gate import check
     from mobilezoo.models.rewrite import using
 
     fns = {}
-    for key, names in vs.items():
-        row = {**base, "variant": key, "rewrites": "+".join(names) or "-"}
+    for key, v in vs.items():
+        names, knobs = v if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], dict) else (v, {})
+        row = {**base, "variant": key, "rewrites": "+".join(names) or "-", "baseline": "default" if knobs else "none"}
+        row["knobs"] = ",".join(f"{k}={val}" for k, val in knobs.items()) or "-"
         try:
             with using(names), quiet():
                 src = model if eng.name == "torch" else eng.export(model, work / eng.name / key, input_size=224)
-                sess = eng.open(src, threads=1, batch_size=1)
+                sess = eng.open(src, threads=1, batch_size=1, **({"knobs": knobs} if knobs else {}))
         except Exception as e:
             rows.append({**row, "status": "error", "note": f"{type(e).__name__}: {e}"[:300]})
             continue
@@ -86,10 +97,11 @@ def sessions(eng, model, x, ref, vs: dict, work: Path, rows: list, base: dict) -
 
 
 def judge(rows: list[dict]) -> None:
-    """Each ok row's speed-up over its engine's "none" row and the verdict (faster / slower / tie)."""
+    """Each ok row's speed-up over its baseline row of the same engine ("none" for a rewrite variant, "default" for
+    a knob) and the verdict (faster / slower / tie)."""
     by = {(r["model"], r["engine"], r["variant"]): r for r in rows if r["status"] == "ok"}
     for r in rows:
-        none = by.get((r["model"], r["engine"], "none"))
+        none = by.get((r["model"], r["engine"], r.get("baseline", "none")))
         if r["status"] != "ok" or none is None or r is none:
             continue
         r["speedup_vs_none"] = s = none["median_ms"] / r["median_ms"]
@@ -103,7 +115,11 @@ def run_engine(name: str, eng, model, x, ref, work: Path, args, rows: list) -> N
     from mobilezoo.measure.harness import measure_interleaved
 
     base = {"model": name, "engine": eng.name, "version": eng.version(), "threads": 1, "batch": 1, "size": 224}
-    fns = sessions(eng, model, x, ref, variants(model), work, rows, base)
+    vs: dict[str, Any] = dict(variants(model))
+    if args.knobs and eng.knobs:
+        vs.setdefault("default", __import__("mobilezoo.models.rewrite", fromlist=["DEFAULT"]).DEFAULT)
+        vs |= knob_variants(eng)
+    fns = sessions(eng, model, x, ref, vs, work, rows, base)
     rm: dict[str, list[float]] = {}
     stats = measure_interleaved(
         {k: f for k, (f, _r) in fns.items()},
@@ -130,18 +146,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "the round medians / their median; a rewrite is faster/slower than `none` only beyond the two rows' "
         "combined run-to-run spread, a tie otherwise. Every artifact was gated against eager PyTorch first.",
         "",
-        "| model | engine | variant | rewrites | median ms | run-to-run | vs none | verdict |",
-        "|---|---|---|---|---:|---:|---:|---|",
+        "| model | engine | variant | rewrites | knobs | median ms | run-to-run | vs baseline | baseline | verdict |",
+        "|---|---|---|---|---|---:|---:|---:|---|---|",
     ]
     body = []
     for r in rows:
+        lead = f"| {r['model']} | {r['engine']} | {r['variant']} | {r['rewrites']} | {r.get('knobs', '-')}"
         if r["status"] != "ok":
-            body.append(f"| {r['model']} | {r['engine']} | {r['variant']} | {r['rewrites']} | {r['status']} | | | |")
+            body.append(f"{lead} | {r['status']} | | | | |")
             continue
         vs = f"{r['speedup_vs_none']:.3f}x" if "speedup_vs_none" in r else ""
         body.append(
-            f"| {r['model']} | {r['engine']} | {r['variant']} | {r['rewrites']} | {r['median_ms']:.3f} | "
-            f"{r['run_to_run']:.1%} | {vs} | {r.get('verdict', '')} |"
+            f"{lead} | {r['median_ms']:.3f} | {r['run_to_run']:.1%} | {vs} | {r.get('baseline', 'none')} | "
+            f"{r.get('verdict', '')} |"
         )
     return "\n".join(head + body + ["", f"No rewrite applies to: {', '.join(meta['untouched'])}.", ""])
 
@@ -153,6 +170,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--min-round-s", type=float, default=0.2)
     ap.add_argument("--out", default="rewrites_cpu")
+    ap.add_argument("--knobs", action="store_true", help="also each engine's own settings (Backend.knobs), one by one")
     args = ap.parse_args()
     from mobilezoo import backends, create_model
     from mobilezoo.measure.harness import idlest_cores, pinned

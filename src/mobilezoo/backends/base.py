@@ -57,6 +57,8 @@ class Session:
     artifact: str = ""
     note: str = ""
     setup_s: float = 0.0
+    knobs: dict[str, Any] = field(default_factory=dict)
+    """The engine settings it was opened with (:attr:`Backend.knobs`: every one, defaults included)."""
     keep: list = field(default_factory=list, repr=False)
     """Native objects (sessions, compiled models, graphs) this session needs alive."""
 
@@ -122,6 +124,21 @@ class Backend:
     ``mobilezoo quantize --toolchain`` choices (:meth:`quantize`)."""
     folder: bool = False
     """Its artifact is a folder (Core ML's ``.mlpackage``), not a file."""
+    knobs: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    """The engine's own settings :meth:`open` takes (``knobs={...}``): name -> allowed values, the default first."""
+
+    def resolve_knobs(self, knobs: dict[str, Any] | None) -> dict[str, Any]:
+        """Every knob of this engine with its value (defaults for those not given); a one-line ``ValueError`` for an
+        unknown knob or value."""
+        out = {k: v[0] for k, v in self.knobs.items()}
+        for k, v in (knobs or {}).items():
+            if k not in self.knobs:
+                known = ", ".join(self.knobs) or "none"
+                raise ValueError(f"{self.name} has no knob {k!r} (its knobs: {known})")
+            if v not in self.knobs[k]:
+                raise ValueError(f"{self.name} knob {k}={v!r}: choose from {', '.join(map(repr, self.knobs[k]))}")
+            out[k] = v
+        return out
 
     def available(self) -> str | None:
         """``None`` when the engine can be used here, else why not (one line)."""

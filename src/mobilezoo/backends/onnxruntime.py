@@ -82,6 +82,11 @@ def _simplify(proto):
         return onnxslim.slim(proto)
 
 
+_OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
+"""ONNX Runtime's graph optimisation levels: ``all`` adds the NCHWc (blocked) layout transformation to ``extended``'s
+fusions; ``basic`` folds constants and removes redundant nodes only."""
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     package = "onnxruntime"
@@ -92,6 +97,10 @@ class OnnxRuntimeBackend(Backend):
     modes: ClassVar[dict[str, str]] = {"onnxruntime": "-"}
     tiers: ClassVar[dict[str, str]] = {"onnxruntime": "quick"}
     auto_rank = 1
+    knobs: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "opt_level": ("all", "extended", "basic"),
+        "denormals_zero": (False, True),
+    }
 
     def unsupported(self, precision: str, device: str) -> str | None:
         reason = super().unsupported(precision, device)
@@ -109,15 +118,26 @@ class OnnxRuntimeBackend(Backend):
         path = Path(out_dir) / f"{name}{self.suffix}"
         return export_onnx(model, path, fp16=precision == "fp16", class_names=class_names, input_size=input_size)
 
-    def _session(self, model_bytes: bytes, device: str, threads: int | None, batch: int | None, profile: str = ""):
+    def _session(
+        self,
+        model_bytes: bytes,
+        device: str,
+        threads: int | None,
+        batch: int | None,
+        profile: str = "",
+        knobs: dict[str, Any] | None = None,
+    ):
         import onnxruntime as ort
 
+        knobs = self.resolve_knobs(knobs)
         ort.set_default_logger_severity(3)  # no per-initializer warnings
         opts = ort.SessionOptions()
         if profile:
             opts.enable_profiling, opts.profile_file_prefix = True, profile
         opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[knobs["opt_level"]])
+        if knobs["denormals_zero"]:
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if threads:
             opts.intra_op_num_threads = threads
@@ -156,9 +176,10 @@ class OnnxRuntimeBackend(Backend):
             t.times_ms = t.times_ms[-iters:]
         return list(nodes.values())
 
-    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, knobs=None, **_: Any):
         data, artifact = self._bytes(source, precision)
-        static = self._session(data, device, threads, batch_size)
+        knobs = self.resolve_knobs(knobs)
+        static = self._session(data, device, threads, batch_size, knobs=knobs)
         inp = static.get_inputs()[0]
         name, dtype = inp.name, (np.float16 if "float16" in inp.type else np.float32)
         dynamic: list = []
@@ -176,11 +197,13 @@ class OnnxRuntimeBackend(Backend):
             sess = static
             if batch_size and arr.shape[0] != batch_size:  # another batch size: a dynamic-shape session, made once
                 if not dynamic:
-                    dynamic.append(self._session(data, device, threads, None))
+                    dynamic.append(self._session(data, device, threads, None, knobs=knobs))
                 sess = dynamic[0]
             return sess.run(None, {name: arr})[0]
 
-        return Session(self.name, precision, device, run, prepare, to_torch, artifact=artifact, keep=[static, dynamic])
+        return Session(
+            self.name, precision, device, run, prepare, to_torch, artifact=artifact, knobs=knobs, keep=[static, dynamic]
+        )
 
 
 BACKEND = OnnxRuntimeBackend()

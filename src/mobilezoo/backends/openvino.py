@@ -46,6 +46,8 @@ class OpenVinoBackend(Backend):
     modes: ClassVar[dict[str, str]] = {"openvino": "-"}
     tiers: ClassVar[dict[str, str]] = {"openvino": "quick"}
     auto_rank = 0
+    knobs: ClassVar[dict[str, tuple[Any, ...]]] = {"denormals": (None, True, False)}
+    """``denormals``: ``CPU_DENORMALS_OPTIMIZATION`` (flush denormals to zero: True), ``None`` OpenVINO's default"""
 
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
         import openvino as ov
@@ -112,12 +114,14 @@ class OpenVinoBackend(Backend):
                     t.times_ms[i - WARMUP_RUNS] = p.real_time.total_seconds() * 1e3
         return list(nodes.values())
 
-    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, mode=None, **_: Any):
+    def open(self, source, *, device="cpu", threads=None, precision="fp32", batch_size=None, knobs=None, **_: Any):
         if device != "cpu":
             raise ValueError("the openvino backend runs on the CPU here")
+        knobs = self.resolve_knobs(knobs)
+        extra = {"CPU_DENORMALS_OPTIMIZATION": knobs["denormals"]} if knobs["denormals"] is not None else {}
         ovc = core()
         graph, artifact = self._graph(source)
-        static = self._static(graph, batch_size, precision, threads) if batch_size else None
+        static = self._static(graph, batch_size, precision, threads, **extra) if batch_size else None
         request = static.create_infer_request() if static is not None else None
         shape = tuple(int(d) for d in static.input(0).get_shape()) if static is not None else None
         dynamic: list = []
@@ -127,14 +131,14 @@ class OpenVinoBackend(Backend):
             if arr.shape == shape:
                 return request.infer({0: arr}, share_inputs=True, share_outputs=True)[0]
             if not dynamic:
-                dynamic.append(ovc.compile_model(graph, "CPU", self._config(precision, threads, False)))
+                dynamic.append(ovc.compile_model(graph, "CPU", {**self._config(precision, threads, False), **extra}))
             return dynamic[0](arr)[0]
 
         def prepare(x) -> np.ndarray:
             return np.ascontiguousarray(x.detach().cpu().float().numpy())
 
         keep = [ovc, graph, static, request, dynamic]
-        return Session(self.name, precision, "cpu", run, prepare, to_torch, artifact=artifact, keep=keep)
+        return Session(self.name, precision, "cpu", run, prepare, to_torch, artifact=artifact, knobs=knobs, keep=keep)
 
 
 def _keeps_affinity(fn):
