@@ -260,3 +260,24 @@ def test_openvino_leaves_the_callers_cpu_affinity_as_it_was():
     assert os.sched_getaffinity(0) == before
     eng.open(m, threads=2, batch_size=1)(x)  # compiled after the plugin was first loaded inside `pinned`
     assert os.sched_getaffinity(0) == before
+
+
+def test_engine_knobs_open_as_asked_are_recorded_and_checked():
+    """Each engine's own settings (``Backend.knobs``): the session records every one (defaults included), computes
+    the same logits, and an unknown knob or value is one line naming the choices."""
+    model = mz.create_model("MobileNetV3_small_x0_35", weights="random").eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+    ort, ov = backends.get("onnxruntime"), backends.get("openvino")
+    for eng, knobs in ((ort, {"opt_level": "extended", "denormals_zero": True}), (ov, {"denormals": True})):
+        default = eng.open(model, threads=1, batch_size=1)
+        tuned = eng.open(model, threads=1, batch_size=1, knobs=knobs)
+        assert default.knobs == {k: v[0] for k, v in eng.knobs.items()} and tuned.knobs == {**default.knobs, **knobs}
+        for s in (default, tuned):
+            assert (s(x) - ref).abs().max() <= 1e-4 * ref.abs().max(), (eng.name, s.knobs)
+    no_knob = r"^onnxruntime has no knob 'layout' \(its knobs: opt_level, denormals_zero\)$"
+    with pytest.raises(ValueError, match=no_knob):
+        ort.open(model, knobs={"layout": "nchwc"})
+    with pytest.raises(ValueError, match=r"^onnxruntime knob opt_level='max': choose from 'all', 'extended', 'basic'$"):
+        ort.resolve_knobs({"opt_level": "max"})
