@@ -11,11 +11,5 @@ model=${1:?model name}; budget=${2:?budget in minutes}; shift 2
 out=runs/study_goal_$model$suffix
 mobilezoo study --data ../shared/data/cifar10 -o "$out" --budget-min "$budget" --models "$model" --no-progress "$@"
 dest=benchmarks/results/study_goal_$model$suffix
-rm -rf "$dest" && mkdir -p "$dest"
-cp "$out"/{report.md,report.html,results.csv,results.json,latency.csv,conclusions.csv,training.csv,study.json} "$dest"/
-cp -r "$out"/plots "$dest"/
-cp "$out/runs/$model/log.csv" "$dest/epochs.csv"  # per-epoch loss, lr, img/s
-# the study records its data folder resolved; the committed copy names it as the repository sees it
-shared=$(cd ../shared && pwd)
-sed -i "s|$shared/|../shared/|g" "$dest"/{report.md,report.html,results.json,study.json}
-echo "wrote $dest"
+bash benchmarks/train/copy_study.sh "$out" "$dest"
+mv "$dest/epochs_$model.csv" "$dest/epochs.csv"  # per-epoch loss, lr, img/s
