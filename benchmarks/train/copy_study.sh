@@ -4,15 +4,15 @@
 # The report, results, latency, conclusions, training and the state (study.json), its plots, and every model's
 # per-epoch log as epochs_<model>.csv.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 src=${1:?study folder}; dest=${2:?destination folder}
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$dest" && mkdir -p "$dest"
 cp "$src"/{report.md,report.html,results.csv,results.json,latency.csv,conclusions.csv,training.csv,study.json} "$dest"/
 cp -r "$src"/plots "$dest"/
 for log in "$src"/runs/*/log.csv; do
   if [[ -f "$log" ]]; then cp "$log" "$dest/epochs_$(basename "$(dirname "$log")").csv"; fi
 done
-# paths as the repository sees them: ../shared/... for the data, the study folder as given (not this machine's /work)
-shared=$(cd ../shared && pwd); here=$(pwd)
-sed -i -e "s|$shared/|../shared/|g" -e "s|$here/||g" "$dest"/{report.md,report.html,results.json,study.json}
+# paths as a checkout sees them: ../shared/... for the data, runs/<study>/... for the study (not this machine's /work)
+shared=$(cd "$repo/../shared" && pwd); above=$(dirname "$(dirname "$(cd "$src" && pwd)")")
+sed -i -e "s|$shared/|../shared/|g" -e "s|$above/||g" "$dest"/{report.md,report.html,results.json,study.json}
 echo "wrote $dest"
