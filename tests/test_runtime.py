@@ -266,7 +266,7 @@ def test_engine_knobs_open_as_asked_are_recorded_and_checked():
     """Each engine's own settings (``Backend.knobs``): the session records every one (defaults included), computes
     the same logits, and an unknown knob or value is one line naming the choices."""
     model = mz.create_model("MobileNetV3_small_x0_35", weights="random").eval()
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
     ort, ov = backends.get("onnxruntime"), backends.get("openvino")
