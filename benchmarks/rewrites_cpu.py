@@ -115,9 +115,11 @@ def run_engine(name: str, eng, model, x, ref, work: Path, args, rows: list) -> N
     from mobilezoo.measure.harness import measure_interleaved
 
     base = {"model": name, "engine": eng.name, "version": eng.version(), "threads": 1, "batch": 1, "size": 224}
+    from mobilezoo.models.rewrite import DEFAULT
+
     vs: dict[str, Any] = dict(variants(model))
     if args.knobs and eng.knobs:
-        vs.setdefault("default", __import__("mobilezoo.models.rewrite", fromlist=["DEFAULT"]).DEFAULT)
+        vs.setdefault("default", DEFAULT)  # the knobs' baseline, even where the default rewrites change nothing
         vs |= knob_variants(eng)
     fns = sessions(eng, model, x, ref, vs, work, rows, base)
     rm: dict[str, list[float]] = {}
