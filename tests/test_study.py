@@ -235,17 +235,17 @@ def test_resume_keeps_the_recorded_settings(tmp_path, capsys):
     assert "recorded settings: drop --epochs" in err and len(err.splitlines()) == 1
 
 
-def test_a_budget_fixes_the_epochs_and_a_warm_up_the_cosine_can_follow():
+def test_a_budget_fixes_the_steps_and_a_warm_up_the_cosine_can_follow():
     from mobilezoo.study import Settings
     from mobilezoo.study.training import WARMUP_SHARE, budget_recipe, study_recipe
 
     s = Settings(str(MINI), models=MODELS[:1], budget_min=2.0).check()
     base = study_recipe(s, MODELS[0])
-    fitted, plan = budget_recipe(base, s, steps_per_s=5.0, steps_per_epoch=100)  # 600 steps in 2 min: 6 epochs
-    assert (fitted.epochs, plan["epochs"], plan["over_budget"]) == (6, 6, False)
-    assert plan["planned_train_s"] <= 120 and fitted.eval_every == 6
-    assert fitted.warmup_epochs == min(base.warmup_epochs, WARMUP_SHARE * 6)
+    fitted, plan = budget_recipe(base, s, steps_per_s=5.0, steps_per_epoch=160)  # 600 steps in 2 min: 3.75 epochs
+    assert (fitted.total_steps, fitted.epochs, plan["epochs"], plan["over_budget"]) == (600, 4, 4, False)
+    assert plan["planned_train_s"] == 120 and plan["epochs_in_budget"] == 3.75 and fitted.eval_every == 4
+    assert fitted.warmup_epochs == min(base.warmup_epochs, WARMUP_SHARE * 3.75)
     short, plan = budget_recipe(base, s, steps_per_s=0.5, steps_per_epoch=100)  # not one epoch in the budget
-    assert short.epochs == 1 and plan["over_budget"]
+    assert (short.epochs, short.total_steps, plan["over_budget"]) == (1, 60, True)
     kept = Settings(str(MINI), models=MODELS[:1], budget_min=2.0, overrides=["warmup_epochs=1"]).check()
     assert budget_recipe(study_recipe(kept, MODELS[0]), kept, 5.0, 100)[0].warmup_epochs == 1

@@ -233,6 +233,25 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, tiny,
     assert not any(k.startswith("module.") for k in a)  # plain state dicts
 
 
+def test_a_run_of_total_steps_ends_inside_its_last_epoch_at_the_schedules_end_and_resumes_exactly(tmp_path, tiny):
+    f = lr_factor(load_recipe("cifar10", MODEL, ["epochs=2", "total_steps=150", "warmup_epochs=0"]), 100)
+    assert f(0) == 1 and f(75) == pytest.approx(0.5) and f(150) == 0  # the cosine ends at step 150, not 200
+    rec = recipe(total_steps=8, warmup_epochs=0)  # 5 steps per epoch: the second epoch stops after 3
+    full = run(tiny, tmp_path / "full", recipe=rec)
+    ck = load_checkpoint(full.last)
+    assert (ck["epoch"], ck["global_step"], len(full.history)) == (2, 8, 2)
+    assert full.history[-1]["lr"] == 0 and "top1" in full.history[-1]  # evaluated after the partial epoch
+    with pytest.raises(TrainingInterrupted, match="stopped at epoch 2, step 2/5"):
+        run(tiny, tmp_path / "cut", recipe=rec, max_steps=7)
+    resumed = run(tiny, tmp_path / "cut", recipe=rec, resume=tmp_path / "cut" / "last.ckpt")
+    a, b = _weights(full.last), _weights(resumed.last)
+    assert all(torch.equal(a[k], b[k]) for k in a) and load_checkpoint(resumed.last)["global_step"] == 8
+    with pytest.raises(RecipeError) as e:
+        run(tiny, tmp_path / "bad", recipe=recipe(total_steps=12))
+    assert str(e.value) == ("recipe field 'total_steps': 12 steps at 5 per epoch end in epoch 3, not in epoch 2 "
+                            "(set epochs=3)")  # fmt: skip
+
+
 def test_checkpoint_mismatch_and_nan_are_clear_errors(tmp_path, tiny):
     run(tiny, tmp_path / "a", recipe=recipe(epochs=1))
     cfg = TrainConfig("MobileNetV2_x0_25", tiny, tmp_path / "b", recipe(), resume=tmp_path / "a" / "last.ckpt")

@@ -42,8 +42,8 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _epochs_text(rows: list[dict[str, Any]]) -> str:
-    eps = sorted({int(r["epochs"]) for r in rows})
-    return "?" if not eps else str(eps[0]) if len(eps) == 1 else f"{eps[0]}-{eps[-1]}"
+    eps = sorted({round(float(r["epochs"]), 1) for r in rows})  # a budget-fitted run ends inside an epoch
+    return "?" if not eps else f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}-{eps[-1]:g}"
 
 
 def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -52,9 +52,9 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     missing = [n for n in s["models"] if n not in done]
     if s["budget_min"] is not None:
         how = (f"a wall-clock training budget of {s['budget_min']:g} min per model (the same for all); each model's "
-               f"epoch count and cosine schedule fitted to it from a {s['probe_steps']}-step speed probe (its "
-               "median step; where the machine's speed changed, the Training table's trained / planned says "
-               "so)")  # fmt: skip
+               "steps (the last epoch partial) and cosine schedule fitted to it from a "
+               f"{s['probe_steps']}-step speed probe (its median step; where the machine's speed changed, the "
+               "Training table's trained / planned says so)")  # fmt: skip
     else:
         how = f"{_epochs_text(rows)} epochs per model (fixed)"
     lines = [
@@ -112,7 +112,7 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "planned (min)": round(p["planned_train_s"] / 60, 2) if p.get("planned_train_s") else "",
             "trained (min)": round(t["train_time_s"] / 60, 2),
             "trained / planned": round(t["train_time_s"] / p["planned_train_s"], 2) if p.get("planned_train_s") else "",
-            "over budget": "yes: not one epoch fits" if p.get("over_budget") else "",
+            "over budget": "yes: not one whole epoch fits" if p.get("over_budget") else "",
             "probe steps/s": round(probe["steps_per_s"], 2) if probe else "",
             "train img/s": round(t["img_per_s"], 1),
             "final train loss": round(t["final_loss"], 4) if t.get("final_loss") is not None else "",

@@ -94,7 +94,8 @@ def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None
         recipe = Recipe(**rec["recipe"])
         resumed = (state.run_dir(name) / "last.ckpt").is_file()
         planned = rec["plan"].get("planned_train_s")
-        what = f"training {recipe.epochs} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")
+        eps = rec["plan"].get("epochs_in_budget") or recipe.epochs
+        what = f"training {eps:.3g} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")
         bar.stage(i, name, what + (", resumed from its last.ckpt" if resumed else ""), guess)
         state.update(name, train=_train(state, name, progress), status="trained")
     if state.status(name) == "trained":

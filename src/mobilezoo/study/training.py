@@ -2,9 +2,9 @@
 fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
 
 Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (their median
-time, the first step with its one-off costs left out); ``epochs = floor(budget x steps/s / steps per epoch)`` (at
-least 1) and the warm-up is capped at :data:`WARMUP_SHARE` of them, so the cosine schedule reaches zero at the
-budget.
+time, the first step with its one-off costs left out); the run is ``total_steps = floor(budget x steps/s)``
+optimizer steps (the last epoch partial: whole epochs would leave up to one epoch of the budget unused), the
+warm-up is capped at :data:`WARMUP_SHARE` of them, and the cosine schedule reaches zero at the budget.
 Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
 split is never used to pick a checkpoint.
 """
@@ -41,13 +41,15 @@ def study_recipe(settings: Settings, name: str) -> Recipe:
     return r
 
 
-def _fit_epochs(recipe: Recipe, epochs: int, settings: Settings) -> Recipe:
-    """``recipe`` for ``epochs`` epochs, its warm-up at most :data:`WARMUP_SHARE` of them (unless overridden), so
-    the cosine schedule runs even in a short run; evaluation at the end (unless overridden)."""
+def _fit_epochs(recipe: Recipe, epochs: int, settings: Settings, total_steps: int = 0, spe: int = 1) -> Recipe:
+    """``recipe`` for ``epochs`` epochs (or ``total_steps`` steps of ``spe`` per epoch, ending inside the last),
+    its warm-up at most :data:`WARMUP_SHARE` of them (unless overridden), so the cosine schedule runs even in a
+    short run; evaluation at the end (unless overridden)."""
     given = parse_overrides(settings.overrides)
-    over: dict[str, Any] = {"epochs": epochs}
+    over: dict[str, Any] = {"epochs": epochs, "total_steps": total_steps}
     if "warmup_epochs" not in given:
-        over["warmup_epochs"] = min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+        length = total_steps / spe if total_steps else epochs
+        over["warmup_epochs"] = min(recipe.warmup_epochs, WARMUP_SHARE * length)
     if "eval_every" not in given:
         over["eval_every"] = epochs
     return recipe.with_overrides(over)
@@ -110,18 +112,19 @@ def probe_speed(name: str, settings: Settings, recipe: Recipe, workdir: Path) ->
 def budget_recipe(
     recipe: Recipe, settings: Settings, steps_per_s: float, steps_per_epoch: int
 ) -> tuple[Recipe, dict[str, Any]]:
-    """``recipe`` with the epochs (and warm-up) that fill the budget of training at ``steps_per_s``; and the plan:
-    the epochs, the training time they should take, whether even one epoch fits."""
-    fits = settings.budget_min * 60 * steps_per_s / steps_per_epoch
-    epochs = max(1, math.floor(fits))
-    fitted = _fit_epochs(recipe, epochs, settings)
+    """``recipe`` with the steps (and warm-up) that fill the budget of training at ``steps_per_s``; and the plan:
+    the steps, the epochs they reach into, the training time they should take, whether one whole epoch fits."""
+    total = max(1, math.floor(settings.budget_min * 60 * steps_per_s))
+    epochs = math.ceil(total / steps_per_epoch)
+    fitted = _fit_epochs(recipe, epochs, settings, total, steps_per_epoch)
     plan = {
         "epochs": epochs,
+        "total_steps": total,
         "warmup_epochs": fitted.warmup_epochs,
         "steps_per_epoch": steps_per_epoch,
-        "planned_train_s": epochs * steps_per_epoch / steps_per_s,
-        "epochs_in_budget": fits,
-        "over_budget": fits < 1,
+        "planned_train_s": total / steps_per_s,
+        "epochs_in_budget": total / steps_per_epoch,
+        "over_budget": total < steps_per_epoch,
     }
     return fitted, plan
 
@@ -148,11 +151,13 @@ def train_model(name: str, settings: Settings, recipe: Recipe, run_dir: Path, pr
     hist = res.history
     final = hist[-1]
     train_s = sum(r.get("epoch_time_s", 0.0) for r in hist)
+    epochs = recipe.total_steps / _steps_per_epoch(settings, recipe) if recipe.total_steps else len(hist)
     return {
         "top1": final.get("top1"),
         "top5": final.get("top5"),
         "ema_top1": final.get("ema_top1"),
-        "epochs": len(hist),
+        "epochs": round(epochs, 2),
+        "steps": recipe.total_steps or None,
         "train_time_s": train_s,
         "img_per_s": sum(r.get("img_s", 0.0) * r.get("epoch_time_s", 0.0) for r in hist) / max(1e-9, train_s),
         "final_loss": final.get("train_loss"),

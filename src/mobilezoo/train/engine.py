@@ -114,7 +114,7 @@ def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
 def lr_factor(recipe: Recipe, steps_per_epoch: int):
     """Per-iteration lr multiplier: linear warmup from 0, then cosine to 0 (or piecewise by epoch)."""
-    total = recipe.epochs * steps_per_epoch
+    total = recipe.total_steps or recipe.epochs * steps_per_epoch
     warm = round(recipe.warmup_epochs * steps_per_epoch)
 
     def f(it: int) -> float:
@@ -303,6 +303,7 @@ def _setup(cfg: TrainConfig) -> _Run:
     _check_crops(recipe, model, entry.name)
     teacher = _build_teacher(cfg, num_classes, model_kwargs, d.device)
     loaders = _build_loaders(cfg, train_ds, val_ds, pre, d)
+    _check_total_steps(recipe, loaders.steps_per_epoch)
     optim = _build_optim(model, recipe, d.device, loaders)
     net = _wrap_model(model, recipe, d)
     pos = _Position()
@@ -358,6 +359,15 @@ def _check_crops(recipe: Recipe, model: nn.Module, name: str) -> None:
             hint = "" if recipe.small_input else " (small_input=true lowers it)"
             raise RecipeError(f"recipe field {key!r}: {getattr(recipe, key)} is below {name}'s minimum input of "
                               f"{m}x{m} pixels{hint}")  # fmt: skip
+
+
+def _check_total_steps(recipe: Recipe, steps_per_epoch: int) -> None:
+    """``total_steps`` must end inside the last epoch: more epochs would train past the schedule's end."""
+    n = recipe.total_steps
+    if n and not (recipe.epochs - 1) * steps_per_epoch < n <= recipe.epochs * steps_per_epoch:
+        need = math.ceil(n / steps_per_epoch)
+        raise RecipeError(f"recipe field 'total_steps': {n} steps at {steps_per_epoch} per epoch end in epoch {need}, "
+                          f"not in epoch {recipe.epochs} (set epochs={need})")  # fmt: skip
 
 
 def _init_distributed(cfg: TrainConfig) -> _Dist:
@@ -564,10 +574,12 @@ def _train_epoch(run: _Run, epoch: int, stop: _Stop) -> dict[str, Any]:
     sampler = ld.train_sampler
     sampler.epoch = epoch
     sampler.start_step = run.pos.start_step if epoch == run.pos.start_epoch else 0
+    sampler.stop_step = recipe.total_steps - epoch * ld.steps_per_epoch if recipe.total_steps else None
+    end = sampler.end_step()
     run.net.train()
     meter = _EpochMeter(time.perf_counter(), torch.zeros((), device=d.device))
     bar = tqdm(
-        total=ld.steps_per_epoch,
+        total=end,
         initial=sampler.start_step,
         desc=f"epoch {epoch + 1}/{recipe.epochs}",
         disable=not (run.cfg.progress and d.main),
@@ -581,7 +593,7 @@ def _train_epoch(run: _Run, epoch: int, stop: _Stop) -> dict[str, Any]:
         run.pos.steps_this_run += 1
         meter.n_loss += 1
         meter.seen += x.shape[0] * d.world
-        check = step % recipe.log_every == 0 or step == ld.steps_per_epoch
+        check = step % recipe.log_every == 0 or step == end
         if d.world > 1 and check:  # a signal may reach one rank only: stop together
             _agree_on_stop(stop, d.device)
         if check or (d.world == 1 and stop.signum is not None):

@@ -54,6 +54,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
     drop_last: bool = True
     epoch: int = 0
     start_step: int = 0
+    stop_step: int | None = None
+    """the epoch ends before this step (a run of ``total_steps`` ends inside its last epoch); None: in full"""
 
     def __post_init__(self) -> None:
         if self.global_batch % self.world:
@@ -62,11 +64,15 @@ class GlobalBatchSampler(Sampler[list[int]]):
             raise DatasetError(f"only {self.n} samples: fewer than one global batch of {self.global_batch}")
 
     def __len__(self) -> int:
-        steps = self.n // self.global_batch if self.drop_last else math.ceil(self.n / self.global_batch)
-        return max(0, steps - self.start_step)
+        return max(0, self.end_step() - self.start_step)
 
     def steps_per_epoch(self) -> int:
         return self.n // self.global_batch if self.drop_last else math.ceil(self.n / self.global_batch)
+
+    def end_step(self) -> int:
+        """The step this epoch ends before: :meth:`steps_per_epoch`, or ``stop_step`` where that is earlier."""
+        full = self.steps_per_epoch()
+        return full if self.stop_step is None else min(full, self.stop_step)
 
     def order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -76,7 +82,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         perm = self.order()
         per = self.global_batch // self.world
-        for s in range(self.start_step, self.steps_per_epoch()):
+        for s in range(self.start_step, self.end_step()):
             g = perm[s * self.global_batch : (s + 1) * self.global_batch]
             if len(g) < self.global_batch:  # last partial (eval only): split as evenly as possible
                 yield g.tensor_split(self.world)[self.rank].tolist()
@@ -172,7 +178,7 @@ class MemoryLoader:
         s = self.sampler
         perm = s.order()
         per = s.global_batch // s.world
-        for step in range(s.start_step, s.steps_per_epoch()):
+        for step in range(s.start_step, s.end_step()):
             g = perm[step * s.global_batch : (step + 1) * s.global_batch]
             if self.train:
                 gen = torch.Generator(device="cpu").manual_seed(mix_seed(s.seed, s.epoch, step, 7))

@@ -29,6 +29,10 @@ class Recipe:
     description: str = ""
     dataset: str = ""
     epochs: int = 30
+    total_steps: int = 0
+    """optimizer steps in all; 0: every epoch in full. Set, the run ends after this many steps, inside its last
+    epoch (``epochs`` must be the epochs they reach into), and the cosine reaches zero there: a run fitted to a
+    wall-clock budget"""
     batch_size: int = 128
     """per device; the global batch is batch_size x world size"""
     base_batch: int = 128
@@ -128,6 +132,7 @@ def _at_least(low: float, kind: str = "an integer") -> tuple[Any, str]:
 _FRACTION = (lambda v: 0 <= v < 1), "0 <= x < 1"
 RANGES: dict[str, tuple[Any, str]] = {
     "epochs": _at_least(1),
+    "total_steps": _at_least(0),
     "batch_size": _at_least(1),
     "base_batch": _at_least(1),
     "lr": ((lambda v: v > 0), "a number > 0"),
