@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy a `mobilezoo study` folder's report (not its checkpoints) into the repository's results:
-#   bash benchmarks/train/copy_study.sh runs/study_cifar10 benchmarks/results/study_cifar10_progress
+#   bash benchmarks/train/copy_study.sh runs/study_cifar10 benchmarks/results/study_cifar10
 # The report, results, latency, conclusions, training and the state (study.json), its plots, and every model's
 # per-epoch log as epochs_<model>.csv.
 set -euo pipefail
