@@ -142,3 +142,14 @@ def test_shuffle_fold_leaves_no_shuffle_or_split_in_the_exported_graph(tmp_path)
         ref = m(x)
     got = mz.runtime.load(folded, backend="onnxruntime", threads=1)(x)
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_importing_a_rewrite_module_first_still_registers_every_family():
+    import subprocess
+    import sys
+
+    def count(first: str) -> int:
+        code = f"import {first}\nfrom mobilezoo import list_models\nprint(len(list_models()))"
+        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+    assert count("mobilezoo.models.rewrite") == count("mobilezoo") > 7  # once only ShuffleNetV2's 7 names

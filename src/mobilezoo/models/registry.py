@@ -85,13 +85,17 @@ def register_weights_variant(base: ModelEntry, name: str, tag: str, aliases: tup
     return register(dataclasses.replace(base, name=name, arch=base.name, aliases=aliases, weights_tag=tag))
 
 
+_LOADED: list[bool] = []  # every family module imported (one family imported on its own, e.g. by a rewrite, is not)
+
+
 def _ensure_loaded() -> None:
-    if _REGISTRY:
+    if _LOADED:
         return
     import importlib
 
     for mod in _FAMILY_MODULES:
         importlib.import_module(f"mobilezoo.models.{mod}")
+    _LOADED.append(True)
 
 
 def _resolve(name: str) -> ModelEntry | None:
