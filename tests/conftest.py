@@ -17,6 +17,10 @@ SHARED = REPO.parent / "shared"
 SPEC = SHARED / "spec"
 DATA = SHARED / "data"
 PADDLE_REF_SCRIPT = Path(__file__).parent / "paddle_ref" / "make_reference.py"
+CIFAR = DATA / "cifar10"
+CIFAR_TRAINED = REPO / "tests" / "assets" / "ShuffleNetV2_x1_0_cifar10.ckpt"
+"""ShuffleNetV2 x1.0 trained 2 epochs on all of CIFAR-10 (``benchmarks/train/cifar10_study.py``, the run behind
+``benchmarks/results/cifar10_training``: 64.15% top-1), weights stored as fp16, optimizer state left out."""
 
 
 def _paddle_python() -> Path | None:
@@ -99,16 +103,48 @@ def trained(tmp_path_factory):
     return data, res.best
 
 
+@pytest.fixture(scope="session")
+def cifar_net(tmp_path_factory):
+    """:data:`CIFAR_TRAINED` with the 10,000 CIFAR-10 test images, their labels and its fp32 logits on them: a network
+    whose logits mean something, so an engine's agreement with fp32 (int8, fp16) is a property of the engine and the
+    quantization, not of a near-chance network's near-flat logits (which move with the CPU that trained them)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import mobilezoo as mz
+    from mobilezoo.train import build_eval_loader, model_from_checkpoint
+
+    model = model_from_checkpoint(CIFAR_TRAINED)
+    pre = mz.data.eval_preprocess(model)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOBILEZOO_HOME", str(tmp_path_factory.mktemp("home")))
+        split = mz.data.datasets.open_split(CIFAR, "eval")
+        xs, ys = zip(*[(b[0], b[1]) for b in build_eval_loader(split, pre, "memory", torch.device("cpu"), False)])
+    x, y = torch.cat(xs), torch.cat(ys)
+    with torch.no_grad():
+        ref = torch.cat([model(x[i : i + 500]) for i in range(0, len(x), 500)])
+    return SimpleNamespace(model=model, pre=pre, x=x, y=y, ref=ref)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mobilezoo", *args], capture_output=True, text=True, timeout=600)
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The CPU the suite ran on, printed at the end even with -q (int8 and engine results depend on its ISA: a CI
-    log says which machine it was)."""
+def pytest_report_header(config):
     from mobilezoo.measure.machine import machine_key
 
-    terminalreporter.write_line(f"machine: {machine_key()}")
+    return f"machine: {machine_key()}"
+
+
+def pytest_unconfigure(config):
+    """The CPU the suite ran on, printed again after the final counts, even with -q (int8 and engine results depend
+    on its ISA: the last lines of a CI log say which machine it was)."""
+    from mobilezoo.measure.machine import machine_key
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"machine: {machine_key()}")
 
 
 @pytest.hookimpl(hookwrapper=True)

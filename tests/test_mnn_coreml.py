@@ -82,28 +82,17 @@ def mnn_int8(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mnn_int8_cifar(tmp_path_factory):
-    """The CIFAR-10-trained ShuffleNetV2 (tests/test_quant.py's checkpoint: a network whose logits mean something, so
-    agreement is a property of the quantization, not of a random network's near-flat logits) quantized by MNN's tool
-    on 64 training images, its fp32 logits on the 10,000 test images and their labels."""
+def mnn_int8_cifar(cifar_net, tmp_path_factory):
+    """conftest's CIFAR-10-trained ShuffleNetV2 (a network whose logits mean something, so agreement is a property of
+    the quantization, not of a random network's near-flat logits) quantized by MNN's tool on 64 training images, its
+    fp32 logits on the 10,000 test images and their labels."""
     if backends.get("mnn").available() is not None:
         pytest.skip(backends.get("mnn").available())
-    from mobilezoo.train import build_eval_loader, model_from_checkpoint
+    from .conftest import CIFAR
 
-    from .test_quant import CIFAR, TRAINED
-
-    model = model_from_checkpoint(TRAINED)
-    pre = mz.data.eval_preprocess(model)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOBILEZOO_HOME", str(tmp_path_factory.mktemp("home")))
-        split = mz.data.datasets.open_split(CIFAR, "eval")
-        xs, ys = zip(*[(b[0], b[1]) for b in build_eval_loader(split, pre, "memory", torch.device("cpu"), False)])
-    x, y = torch.cat(xs), torch.cat(ys)
-    with torch.no_grad():
-        ref = torch.cat([model(x[i : i + 500]) for i in range(0, len(x), 500)])
-    calib = calibration_images(CIFAR / "train", pre, n=64)
-    res = quantize_ptq(model, calib, tmp_path_factory.mktemp("q"), toolchain="mnn")
-    return x, y, ref, res
+    calib = calibration_images(CIFAR / "train", cifar_net.pre, n=64)
+    res = quantize_ptq(cifar_net.model, calib, tmp_path_factory.mktemp("q"), toolchain="mnn")
+    return cifar_net.x, cifar_net.y, cifar_net.ref, res
 
 
 def _agrees_with_fp32(ref: torch.Tensor, got: torch.Tensor) -> None:

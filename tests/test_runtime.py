@@ -172,13 +172,15 @@ def test_export_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_fp16_export_stores_half_weights_and_matches_torch(fmt, tmp_path):
-    model = calibrated("MobileNetV3_small_x0_5")
+def test_fp16_export_stores_half_weights_and_matches_torch(fmt, cifar_net, tmp_path):
+    """On conftest's CIFAR-trained network (a random network's logits are small beside its activations, so real fp16
+    arithmetic, which OpenVINO uses on CPUs with AVX512-FP16, moved them by 5% of the largest there)."""
+    model = cifar_net.model
     p32, p16 = export(model, fmt, tmp_path / "fp32"), export(model, fmt, tmp_path / "fp16", fp16=True)
     size = (lambda p: p.with_suffix(".bin").stat().st_size) if fmt == "openvino" else (lambda p: p.stat().st_size)
     assert size(p16) < 0.6 * size(p32)  # the weights are stored in half precision
-    chk = check_export(model, p16, [load_image(p) for p in PHOTOS])
-    assert chk.max_abs_diff < 2e-2 * chk.max_abs_logit and chk.top5_agreement >= 0.8, chk.line()
+    chk = check_export(model, p16, cifar_net.x[::50])  # 200 test images, all ten classes
+    assert chk.max_abs_diff < 2e-2 * chk.max_abs_logit and chk.top5_agreement >= 0.95, chk.line()
     assert runtime.load(p16).precision == "fp16"
 
 
