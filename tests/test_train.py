@@ -313,6 +313,7 @@ def test_sigterm_saves_position_and_exits_cleanly(tmp_path, tiny):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    assert "decoding" not in err  # --no-progress: no decoding bar, of the training split nor of the eval split
     ck = load_checkpoint(tmp_path / "run" / "last.ckpt")
     assert ck["epoch"] >= 1 and ck["global_step"] == ck["epoch"] * 10 + ck["step_in_epoch"]
 

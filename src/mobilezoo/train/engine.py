@@ -149,13 +149,19 @@ def _choose_mode(ds: ImageDataset, recipe: Recipe) -> str:
 
 
 def build_eval_loader(
-    ds: ImageDataset, pre: EvalPreprocess, mode: str, device: torch.device, channels_last: bool, batch: int = 256
+    ds: ImageDataset,
+    pre: EvalPreprocess,
+    mode: str,
+    device: torch.device,
+    channels_last: bool,
+    batch: int = 256,
+    progress: bool = True,
 ):
     """Batches of the whole split in order; unreadable images are left out and counted (``loader.skipped``), never
-    replaced by another sample."""
+    replaced by another sample. ``progress``: the decoding bar of ``memory`` mode."""
     sampler = GlobalBatchSampler(len(ds), batch, shuffle=False, drop_last=False)
     if mode == "memory":
-        images, labels = decode_to_memory(ds, geometry=pre)
+        images, labels = decode_to_memory(ds, geometry=pre, progress=progress)
         sampler.n = len(images)
         loader = MemoryLoader(
             images, labels, sampler, pre, device=device, train=False, crop=pre.crop_size, channels_last=channels_last
@@ -494,7 +500,9 @@ def _build_loaders(
         train_loader = StreamLoader(
             train_ds, train_sampler, aug, device=d.device, workers=recipe.workers, channels_last=recipe.channels_last
         )
-    eval_loader = build_eval_loader(val_ds, pre, mode, d.device, recipe.channels_last) if d.main else None
+    eval_loader = (
+        build_eval_loader(val_ds, pre, mode, d.device, recipe.channels_last, progress=cfg.progress) if d.main else None
+    )
     steps = train_sampler.steps_per_epoch()
     return _Loaders(mode, global_batch, accum, train_sampler, train_loader, eval_loader, steps)
 
