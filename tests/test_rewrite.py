@@ -11,7 +11,7 @@ from torch import nn
 import mobilezoo as mz
 from mobilezoo.models import list_models
 from mobilezoo.models.layers import DownscaleDropout, HardSigmoidPaddle, SqueezeExcite
-from mobilezoo.models.rewrite import REWRITES, applied, deploy_form, rewrite, using
+from mobilezoo.models.rewrite import DEFAULT, REWRITES, applied, deploy_form, rewrite, using
 
 ARCHS = list_models(archs_only=True)
 
@@ -48,10 +48,8 @@ def test_every_rewrite_is_exact_on_every_architecture(name):
         "hardswish_mul": n_hs,
         "shuffle_fold": stages,
     }
-    # MobileNetV3 has the first three, ShuffleNetV2 the shuffles; GhostNet's gate is already a clip and its dropout
-    # torch's kind: none, as the others
+    # MobileNetV3 has all three; GhostNet's gate is already a clip and its dropout torch's kind: none, as the others
     expect = {"se_gate", "head_scale"} if name.startswith("MobileNetV3") else set()
-    expect |= {"shuffle_fold"} if name.startswith("ShuffleNetV2") else set()
     assert set(applied(m)) == expect, (name, applied(m))
 
 
@@ -64,7 +62,7 @@ def test_rewritten_model_keeps_the_original_untouched_and_leaves_no_pattern():
     with using(()):  # BatchNorm folding only
         plain = deploy_form(m)
     assert sum(isinstance(k, HardSigmoidPaddle) for k in plain.modules()) == 9  # the small table's 9 SE blocks
-    assert applied(m) == ["se_gate", "head_scale"]  # shuffle_fold, on by default too, is ShuffleNetV2's
+    assert applied(m) == list(DEFAULT)
 
 
 def test_unknown_rewrite_is_one_clear_error():
@@ -133,7 +131,8 @@ def test_shuffle_fold_leaves_no_shuffle_or_split_in_the_exported_graph(tmp_path)
     units = sum(len(stage) for stage in m.blocks)
     with using(()):
         plain = export(m, "onnx", tmp_path / "plain", input_size=64)
-    folded = export(m, "onnx", tmp_path / "folded", input_size=64)  # on by default
+    with using(("shuffle_fold",)):
+        folded = export(m, "onnx", tmp_path / "folded", input_size=64)
     p, f = _ops(plain), _ops(folded)
     assert p.count("Transpose") == units and f.count("Transpose") == 0 and "Split" not in f
     assert f.count("Concat") == units  # a stride-1 unit's branch input, each stage's output
