@@ -70,14 +70,21 @@ def _read_permuted(conv: nn.Conv2d, perm: list[int]) -> None:
         raise ValueError(f"cannot permute the input of a conv with {conv.groups} groups")
 
 
-def _gather(srcs: list[torch.Tensor], runs: list[Run]) -> torch.Tensor:
-    parts = [srcs[s][:, a:b] for s, a, b in runs]
+def _gather(srcs: list[torch.Tensor], runs: list[tuple[int, int, int]]) -> torch.Tensor:
+    """The concat of the slices ``runs`` of ``srcs`` (TorchScript-scriptable: explicit loop, spelled-out types). A
+    slice that is a whole source is the source itself: an exported graph gets no no-op slice (Core ML's converter
+    rejects the alias ``torch.export`` makes of one)."""
+    parts: list[torch.Tensor] = []
+    for run in runs:
+        src = srcs[run[0]]
+        parts.append(src if run[1] == 0 and run[2] == src.shape[1] else src[:, run[1] : run[2]])
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 class FoldedShuffleStage(nn.Module):
     """One ShuffleNetV2 stage without its shuffles: the units' convs (permuted), which slices each stride-1 unit's
-    branch reads (``plans``), and the slices that make the stage's output (``out_plan``)."""
+    branch reads (``plans``), and the slices that make the stage's output (``out_plan``). Scriptable (the TorchScript
+    export): ``torch.jit.script`` infers the plans' types from their values, never empty lists."""
 
     def __init__(self, down: ShuffleDownUnit, units: list[ShuffleUnit], plans: list[list[Run]], out_plan: list[Run]):
         super().__init__()
@@ -88,8 +95,8 @@ class FoldedShuffleStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.down
         srcs = [d.branch1_pwl(d.branch1_dw(x)), d.branch2_pwl(d.branch2_dw(d.branch2_pw(x)))]
-        for unit, plan in zip(self.units, self.plans):
-            srcs.append(unit.conv_pwl(unit.conv_dw(unit.conv_pw(_gather(srcs, plan)))))
+        for i, unit in enumerate(self.units):
+            srcs.append(unit.conv_pwl(unit.conv_dw(unit.conv_pw(_gather(srcs, self.plans[i])))))
         return _gather(srcs, self.out_plan)
 
     def extra_repr(self) -> str:
