@@ -332,6 +332,12 @@ def _no_vnni_here() -> bool:
     return int8_dot_saturates()
 
 
+def _amx_int8_here() -> bool:
+    from mobilezoo.measure.machine import machine_info
+
+    return "amx_int8" in machine_info()["cpu_features"]
+
+
 @pytest.mark.parametrize("toolchain", ["onnxruntime", "nncf"])
 def test_portable_int8_computes_the_same_without_vnni_and_8bit_does_not(trained, tmp_path, toolchain):
     from scripts.emulate_int8 import run_emulated, run_native
@@ -357,8 +363,12 @@ def test_portable_int8_computes_the_same_without_vnni_and_8bit_does_not(trained,
     x = x[:40].numpy()
     engine = ENGINE[toolchain]
     native_p, emulated_p = run_native(engine, portable, x), run_emulated(engine, portable, x, tmp_path)
-    # 7-bit weights: the AVX2 CPU computes exactly what this one does
-    assert abs(native_p - emulated_p).max() <= 1e-5 * abs(native_p).max()
+    # 7-bit weights: the AVX2 CPU computes exactly what this one does - except where OpenVINO runs its AMX int8
+    # kernels, which round differently from its AVX2/VNNI ones (measured on a Sapphire Rapids-class CPU: 0.5% of the
+    # largest logit apart, bit-exact there under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI); the 8-bit artifact's
+    # saturation below is > 5%
+    amx = toolchain == "nncf" and _amx_int8_here()
+    assert abs(native_p - emulated_p).max() <= (0.02 if amx else 1e-5) * abs(native_p).max(), f"AMX int8: {amx}"
     emulated_v = run_emulated(engine, vnni, x, tmp_path)
     if _no_vnni_here():  # this machine has no VNNI: the 8-bit artifact is refused, not run wrong
         with pytest.raises(Int8SaturationError, match="saturate on this CPU"):
