@@ -333,9 +333,9 @@ def _no_vnni_here() -> bool:
 
 
 def _amx_int8_here() -> bool:
-    from mobilezoo.measure.machine import machine_info
+    from mobilezoo.measure.machine import cpu_features
 
-    return "amx_int8" in machine_info()["cpu_features"]
+    return "amx_int8" in cpu_features()
 
 
 @pytest.mark.parametrize("toolchain", ["onnxruntime", "nncf"])
