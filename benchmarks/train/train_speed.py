@@ -74,6 +74,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--models", default=",".join(PAIRS))
+    ap.add_argument("--compile-mode", default="max-autotune", help="mobilezoo's compiled variant's torch.compile mode")
+    ap.add_argument("--tv-compile-mode", default="default", help="torchvision's compiled variant's mode")
+    ap.add_argument("--data", type=Path, default=DATA / "cifar10", help="JPEG folder the decode rate is read on")
+    ap.add_argument("--out", default="train_speed")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type != "cuda":
@@ -83,16 +88,17 @@ def main() -> None:
     import mobilezoo as mz
 
     rows = []
-    for ours, tv in PAIRS.items():
+    for ours in args.models.split(","):
+        tv = PAIRS[ours]
         variants = [
             ("torchvision eager", lambda tv=tv: torchvision.models.get_model(tv), False, None),
-            ("torchvision compile", lambda tv=tv: torchvision.models.get_model(tv), False, "default"),
+            ("torchvision compile", lambda tv=tv: torchvision.models.get_model(tv), False, args.tv_compile_mode),
             ("mobilezoo eager", lambda ours=ours: mz.create_model(ours, weights="random"), device.type == "cuda", None),
             (
                 "mobilezoo compile",
                 lambda ours=ours: mz.create_model(ours, weights="random"),
                 device.type == "cuda",
-                "max-autotune",
+                args.compile_mode,
             ),
         ]
         for label, build, fused, mode in variants:
@@ -106,10 +112,12 @@ def main() -> None:
                     "img_s_min": round(min(r)),
                     "img_s_max": round(max(r)),
                     "batch": args.batch,
+                    "compile_mode": mode,
                     "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                 }
             )
             print(rows[-1], flush=True)
+            write(args.out, rows, {"machine": machine(), "command": " ".join(sys.argv), "partial": True})
         best_tv = max(r["img_s_median"] for r in rows if r["model"] == ours and r["variant"].startswith("torchvision"))
         best_mz = max(r["img_s_median"] for r in rows if r["model"] == ours and r["variant"].startswith("mobilezoo"))
         rows.append(
@@ -120,11 +128,11 @@ def main() -> None:
             }
         )
     pipeline = {}
-    cifar = DATA / "cifar10"
+    cifar = args.data
     if cifar.is_dir():
         pipeline["jpeg_stream_decode_img_s (cifar10 JPEG, 224 crop, 8 workers)"] = round(decode_rate(cifar))
     write(
-        "train_speed",
+        args.out,
         rows,
         {
             "machine": machine(),
