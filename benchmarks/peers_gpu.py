@@ -237,9 +237,8 @@ def main() -> int:
     return 0
 
 
-def write_results(args, rows: list[dict[str, Any]], batches: list[int], info, peaks, t_start: float) -> None:
-    """Goals, CSV, JSON and Markdown from the rows so far (called after every model x batch: a run cut short keeps
-    what it measured)."""
+def goals_of(rows: list[dict[str, Any]], batches: list[int]) -> list[dict[str, Any]]:
+    """Per model x batch: mobilezoo's best row against the best peer row, and the issue's goal reached or missed."""
     goals = []
     for name in dict.fromkeys(r["model"] for r in rows):
         for b in batches:
@@ -273,6 +272,13 @@ def write_results(args, rows: list[dict[str, Any]], batches: list[int], info, pe
                         "reached" if best_ours["ips"] >= need else f"missed by {need - best_ours['ips']:.0f} img/s"
                     )
             goals.append(g)
+    return goals
+
+
+def write_results(args, rows: list[dict[str, Any]], batches: list[int], info, peaks, t_start: float) -> None:
+    """Goals, CSV, JSON and Markdown from the rows so far (called after every model x batch: a run cut short keeps
+    what it measured)."""
+    goals = goals_of(rows, batches)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
         "machine": info,

@@ -49,23 +49,21 @@ def time_to(history: list[dict], marks=MARKS) -> dict[str, float | None]:
 
 
 def fitted_recipe(name: str, args, runs: Path):
-    """The recipe ``name`` trains with: ``--epochs``, or fitted to ``--budget-min`` by the study's probe; and the
-    plan (probe speed, steps) or None."""
+    """The recipe ``name`` trains with: ``--epochs``, or fitted to ``--budget-min`` by the study's own probe and fit
+    (:func:`mobilezoo.study.training.plan_model`); and that plan (probe speed, steps), or None."""
     from mobilezoo.study.plan import Settings
-    from mobilezoo.study.training import _steps_per_epoch, budget_recipe, probe_speed
+    from mobilezoo.study.training import plan_model
     from mobilezoo.train import load_recipe
 
-    recipe = load_recipe(args.recipe, name, [f"epochs={args.epochs}", *args.override])
     if args.budget_min is None:
-        return recipe, None
+        return load_recipe(args.recipe, name, [f"epochs={args.epochs}", *args.override]), None
     settings = Settings(args.data, [name], budget_min=args.budget_min, recipe=args.recipe,
                         overrides=list(args.override), device=args.device)  # fmt: skip
     runs.mkdir(parents=True, exist_ok=True)
-    speed = probe_speed(name, settings, recipe, runs)
-    fitted, plan = budget_recipe(recipe, settings, speed["steps_per_s"], _steps_per_epoch(settings, recipe))
-    print(f"{name}: {speed['img_per_s']:.0f} img/s in the probe; {plan['total_steps']} steps "
+    fitted, plan = plan_model(name, settings, runs)
+    print(f"{name}: {plan['probe']['img_per_s']:.0f} img/s in the probe; {plan['total_steps']} steps "
           f"({plan['epochs_in_budget']:.1f} epochs) fill {args.budget_min:g} min", flush=True)  # fmt: skip
-    return fitted, {**plan, "probe": speed}
+    return fitted, plan
 
 
 def main() -> None:
