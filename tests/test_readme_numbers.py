@@ -136,6 +136,18 @@ def portable_cost(toolchain: str) -> float:
     return target(toolchain, "portable", "int8_top1_here") - target(toolchain, "vnni", "int8_top1_here")
 
 
+def avx2_target(toolchain: str, tgt: str, field: str) -> float:
+    """int8_targets_avx2 (a real AVX2-only CPU): one field of the ShuffleNetV2_x1_0 row of ``toolchain``, ``tgt``."""
+    rows = doc("int8_targets_avx2.json")["rows"]
+    return next(r for r in rows if r["toolchain"] == toolchain and r["target"] == tgt)[field]
+
+
+def avx2_change(engine: str) -> str:
+    """quant_cifar10_avx2: this engine's top-1 - fp32 PyTorch's, signed as the README prints it."""
+    row = next(r for r in doc("quant_cifar10_avx2.json")["rows"] if r["engine"] == engine)
+    return f"{0.0 - row['top1_drop']:+.2f}"
+
+
 def kind_share(model: str, kind: str, field: str) -> float:
     rows = doc(f"per_layer_cpu/per_layer_{model}.json")["by_kind"]
     return next(r for r in rows if r["kind"] == kind)[field]
@@ -220,6 +232,48 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("and {} (NNCF,", "int8_targets.json", lambda: f"{portable_cost('nncf'):+.2f}"),
     ("(NNCF, {}% vs", "int8_targets.json", lambda: f"{target('nncf', 'portable', 'int8_top1_here'):.2f}"),
     ("% vs {}%): within noise", "int8_targets.json", lambda: f"{target('nncf', 'vnni', 'int8_top1_here'):.2f}"),
+    (
+        "has the 8-bit `vnni` artifacts at {}% (ONNX Runtime)",
+        "int8_targets_avx2.json",
+        lambda: f"{avx2_target('onnxruntime', 'vnni', 'int8_top1_here'):.2f}",
+    ),
+    (
+        "(ONNX Runtime) and {}% (NNCF) against",
+        "int8_targets_avx2.json",
+        lambda: f"{avx2_target('nncf', 'vnni', 'int8_top1_here'):.2f}",
+    ),
+    (
+        "(NNCF) against fp32 {}%, the",
+        "int8_targets_avx2.json",
+        lambda: f"{avx2_target('onnxruntime', 'vnni', 'fp32_top1'):.2f}",
+    ),
+    (
+        "the `portable` ones at {}% and",
+        "int8_targets_avx2.json",
+        lambda: f"{avx2_target('onnxruntime', 'portable', 'int8_top1_here'):.2f}",
+    ),
+    (
+        "% and {}%, so on such a CPU",
+        "int8_targets_avx2.json",
+        lambda: f"{avx2_target('nncf', 'portable', 'int8_top1_here'):.2f}",
+    ),
+    ("change min-max PTQ {} (ONNX Runtime)", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-minmax-onnxruntime")),
+    ("(ONNX Runtime) and {} (OpenVINO), nncf", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-minmax-openvino")),
+    ("(OpenVINO), nncf {}, ExecuTorch", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-nncf-openvino")),
+    ("ExecuTorch {}, LiteRT", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-executorch")),
+    ("LiteRT {}, MNN", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-litert")),
+    ("MNN {}, QAT", "quant_cifar10_avx2.json", lambda: avx2_change("ptq-mnn")),
+    ("QAT {} (ONNX Runtime) and", "quant_cifar10_avx2.json", lambda: avx2_change("qat-onnxruntime")),
+    (
+        "(ONNX Runtime) and {} (OpenVINO): the same picture",
+        "quant_cifar10_avx2.json",
+        lambda: avx2_change("qat-openvino"),
+    ),
+    (
+        "of the same recipe, fp32 {}%), so these",
+        "quant_cifar10.json",
+        lambda: f"{top1('ShuffleNetV2_x1_0', 'pytorch'):.2f}",
+    ),
     (
         "1x1 convolutions hold {}% of the MACs",
         "per_layer_cpu/per_layer_ShuffleNetV2_x1_0.json",
