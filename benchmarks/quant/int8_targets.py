@@ -134,6 +134,11 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--emulated", type=int, default=1000, help="test images run on the emulated AVX2 CPU")
     ap.add_argument("--out", default="int8_targets")
+    ap.add_argument(
+        "--training",
+        default="trained by benchmarks/train/cifar10_study.py, see benchmarks/results/int8_targets_training.csv",
+        help="where the checkpoints come from, as the results should say it",
+    )
     ap.add_argument("--render", action="store_true", help="only re-render the .md from the committed .json")
     args = ap.parse_args()
     if args.render:
@@ -145,13 +150,12 @@ def main() -> None:
 
     from emulate_int8 import CPU
 
-    training = RESULTS / "int8_targets_training.csv"
     meta = {
         "machine": machine(),
         "emulated_cpu": CPU,
         "command": " ".join(sys.argv),
         "ckpt_dir": str(args.ckpt_dir),
-        "training": f"trained by benchmarks/train/cifar10_study.py, see {rel(training)}",
+        "training": args.training,
         "calib": args.calib,
         "data": rel(args.data),
     }
