@@ -89,9 +89,33 @@ def speedup_range() -> str:
 GOAL_V3S = "study_goal_MobileNetV3_small_x1_0/results.json"
 
 
+def goal(field: str, model: str = "MobileNetV3_small_x1_0", tag: str = ""):
+    """A 40-minute goal run's row of ``model`` (`mobilezoo study` results in study_goal_<model>[_<tag>]/)."""
+    name = f"study_goal_{model}{'_' + tag if tag else ''}/results.json"
+    return next(r for r in doc(name)["models"] if r["model"] == model)[field]
+
+
+AMX = "study_goal_MobileNetV3_small_x1_0_amx"
+SI2 = "study_goal_MobileNetV3_small_x1_0_amx_si2"
+V2 = "study_goal_MobileNetV2_x1_0_amx"
+STEP = "cpu_step_profile_amx.csv"
+EPOCHS40 = "epochs in 40 min (50000 images each)"
+
+
+def step(model: str, small_input: int, field: str) -> float:
+    """cpu_step_profile: one field of ``model``'s row at ``small_input``."""
+    return float(next(r for r in doc(STEP) if r["model"] == model and r["small_input"] == str(small_input))[field])
+
+
+def memory_bound_share(model: str) -> float:
+    """cpu_step_profile, small_input 1: the % of the step in batch norm and activations, forward and backward."""
+    kinds = ("batch norm forward", "batch norm backward", "activation forward", "activation backward")
+    return sum(step(model, 1, f"{k} %") for k in kinds)
+
+
 def goal_v3s(field: str):
-    """The 40-minute goal run's MobileNetV3_small row (`mobilezoo study` results)."""
-    return next(r for r in doc(GOAL_V3S)["models"] if r["model"] == "MobileNetV3_small_x1_0")[field]
+    """The first 40-minute goal run's MobileNetV3_small row."""
+    return goal(field)
 
 
 def speed_verdicts() -> str:
@@ -302,6 +326,25 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("MobileNetV3_small_x1_0 reaches {}% top-1", GOAL_V3S, lambda: f"{goal_v3s('CIFAR-10 top-1 %')}"),
     ("after {} epochs in", GOAL_V3S, lambda: f"{goal_v3s('epochs')}"),
     ("in {} minutes of training", GOAL_V3S, lambda: f"{goal_v3s('train time (min)')}"),
+    ("84.29% after {} epochs", AMX, lambda: f"{goal('epochs', tag='amx'):.1f}"),
+    (
+        "40.7 minutes at {} img/s",
+        "study_goal_MobileNetV3_small_x1_0_amx",
+        lambda: f"{goal('train img/s', tag='amx'):.0f}",
+    ),
+    ("MobileNetV3_small_x1_0 at {}% top-1", SI2, lambda: f"{goal('CIFAR-10 top-1 %', tag='amx_si2')}"),
+    ("top-1 after {} epochs in 37", SI2, lambda: f"{goal('epochs', tag='amx_si2')}"),
+    ("in {} minutes of training (280", SI2, lambda: f"{goal('train time (min)', tag='amx_si2')}"),
+    ("of training ({} img/s): a 4x4", SI2, lambda: f"{goal('train img/s', tag='amx_si2'):.0f}"),
+    ("is missed: {}% after", V2, lambda: f"{goal('CIFAR-10 top-1 %', 'MobileNetV2_x1_0', 'amx')}"),
+    ("after {} epochs in 36", V2, lambda: f"{goal('epochs', 'MobileNetV2_x1_0', 'amx')}"),
+    ("in {} minutes (`--tag amx`", V2, lambda: f"{goal('train time (min)', 'MobileNetV2_x1_0', 'amx')}"),
+    ("step runs {} img/s at small_input 1", STEP, lambda: f"{step('MobileNetV2_x1_0', 1, 'images/s'):.0f}"),
+    ("small_input 1 ({} epochs in 40", STEP, lambda: f"{step('MobileNetV2_x1_0', 1, EPOCHS40):.2f}"),
+    ("and {} img/s at small_input 2", STEP, lambda: f"{step('MobileNetV2_x1_0', 2, 'images/s'):.0f}"),
+    ("at small_input 2 ({} epochs)", STEP, lambda: f"{step('MobileNetV2_x1_0', 2, EPOCHS40):.2f}"),
+    ("and spends {}% of its time in batch norm", STEP, lambda: f"{memory_bound_share('MobileNetV2_x1_0'):.0f}"),
+    ("against {}% for MobileNetV3_small", STEP, lambda: f"{memory_bound_share('MobileNetV3_small_x1_0'):.0f}"),
 ]
 
 
