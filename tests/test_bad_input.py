@@ -69,7 +69,7 @@ def tiny_folder(root: Path, per_class: int = 2, classes: int = 3, sizes: tuple[i
             "milestones=[20,10]",
             "recipe field 'milestones': [20, 10] is out of range (allowed: increasing epoch numbers >= 1)",
         ),
-        ("accum_steps=3", "recipe field 'accum_steps': 3 does not divide batch_size 128"),
+        ("accum_steps=3", "recipe field 'accum_steps': 3 does not divide batch_size 256"),
     ],
 )
 def test_recipe_fields_are_checked_against_their_ranges(override, msg, tmp_path, capsys):
@@ -102,7 +102,7 @@ def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
     rc, _, err = cli(capsys, "train", "--model", NAME, "--data", str(tmp_path / "nope"), "--output", str(out))
     assert (rc, err) == (2, f"mobilezoo: error: dataset folder not found: {tmp_path / 'nope'}\n")
     rc, _, err = cli(capsys, "train", "--model", NAME, "--data", str(data), "--output", str(out))  # 6 < one batch
-    assert (rc, err) == (2, "mobilezoo: error: only 6 samples: fewer than one global batch of 128\n")
+    assert (rc, err) == (2, "mobilezoo: error: only 6 samples: fewer than one global batch of 256\n")
     assert not out.exists()
 
 
