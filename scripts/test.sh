@@ -15,8 +15,8 @@ fi
 # the README's test command: a dependency the tests need that is missing fails them, it does not skip them
 export MOBILEZOO_TESTS_STRICT=1
 bash scripts/paddle_env.sh
-ruff check src tests scripts
-ruff format --check src tests scripts
+ruff check src tests scripts benchmarks
+ruff format --check src tests scripts benchmarks
 export MOBILEZOO_PADDLE_PYTHON="$PWD/.cache/paddle-env/bin/python"
 lint-imports
 # The whole suite in ONE pytest process, as a user runs everything in one Python process (tests/test_one_process.py

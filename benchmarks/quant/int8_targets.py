@@ -51,9 +51,9 @@ def _test_set(ckpt: Path, data: Path):
 
 def one_model(name: str, ckpt: Path, data: Path, n_calib: int, n_emulated: int, work: Path) -> list[dict]:
     import torch
+    from emulate_int8 import run_emulated, run_native
 
     from mobilezoo.export.int8 import int8_weight_max
-    from emulate_int8 import run_emulated, run_native
     from mobilezoo.quant import calibration_images, quantize_ptq
 
     model, pre, x, y = _test_set(ckpt, data)
@@ -101,8 +101,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "Top-1 in %; `here` on the whole test split, `subset` on its first "
         f"{rows[0]['images_emulated'] if rows else 0} images (the emulated run's).",
         "",
-        "| model | toolchain | target | largest weight | fp32 | int8 here | drop | subset: fp32 | int8 here | int8 AVX2 "
-        "| AVX2 = here (top-1 agree) |",
+        "| model | toolchain | target | largest weight | fp32 | int8 here | drop | subset: fp32 | int8 here "
+        "| int8 AVX2 | AVX2 = here (top-1 agree) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
