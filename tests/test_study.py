@@ -117,6 +117,9 @@ def test_every_output_file_and_the_measured_dimensions(study):
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r"src='([^']*)'", html))
     md = (out / "report.md").read_text()
     assert "Training mode: budget" in md and "may differ from converged ones" in md
+    from mobilezoo.measure.machine import cpu_features, cpu_model
+
+    assert f"Machine: {cpu_model()} (" in md and "+".join(cpu_features()) in md  # the CPU and its ISA, as recorded
 
 
 def test_a_study_resumed_on_another_machine_says_so_and_remeasure_times_every_model_here(study, tmp_path):

@@ -63,7 +63,7 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"Training mode: {'budget' if s['budget_min'] is not None else 'epochs'}: {how}; recipe {s['recipe']}"
         + (f" with {' '.join(s['overrides'])}" if s["overrides"] else "")
         + f"; trained {_epochs_text(rows)} epochs. Rankings under a small budget may differ from converged ones.",
-        f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} logical CPUs, {m.get('memory_gb')} GB"
+        f"Machine: {_cpu_text(m)}, {m.get('logical_cpus')} logical CPUs, {m.get('memory_gb')} GB"
         + (f"; GPU {m['gpu']['name']}" if m.get("gpu") else "")
         + f"; training device: {', '.join(sorted({r['device'] for r in rows})) or '?'}",
         *_machine_lines(doc),
@@ -73,6 +73,16 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"Started {doc.get('created')}, last updated {doc.get('updated')}.",
     ]
     return lines
+
+
+def _cpu_text(m: dict[str, Any]) -> str:
+    """The CPU as a reader compares machines: its name, microarchitecture, family/model and vector ISA."""
+    fm = m.get("cpu_family_model")
+    arch = ", ".join(x for x in (m.get("microarchitecture"), fm and f"family/model {fm}") if x)
+    parts = [arch] if arch else []
+    if m.get("cpu_features"):
+        parts.append("+".join(m["cpu_features"]))
+    return f"{m.get('cpu_model')}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _machines(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
