@@ -70,14 +70,24 @@ def sidecar(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it: a crash leaves the old file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_sidecar(path: str | Path, meta: dict) -> Path:
     """Write ``<artifact>.json`` atomically."""
-    dst = sidecar(path)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, dst)
-    return dst
+    return write_atomic(sidecar(path), json.dumps(meta, indent=1).encode())
 
 
 def set_onnx_metadata(proto: Any, meta: dict) -> Any:

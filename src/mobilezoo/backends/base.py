@@ -276,6 +276,13 @@ def numpy_input(dtype: Any = np.float32) -> Callable[[torch.Tensor], np.ndarray]
     return prepare
 
 
+def export_size(model: nn.Module, input_size: int | None = None) -> int:
+    """The example input's side for an export: ``input_size``, else the crop size of the model's eval preprocessing."""
+    from ..data.transforms import eval_preprocess
+
+    return int(input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
+
+
 def example_input(model: nn.Module, size: int, batch: int = 1) -> torch.Tensor:
     in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     return torch.randn(batch, in_chans, size, size)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .artifact import META_KEY, ArtifactError, artifact_metadata
-from .base import Backend, Session, Unsupported, example_input, quiet, to_torch
+from .base import Backend, Session, Unsupported, example_input, export_size, quiet, to_torch
 
 __all__ = ["BACKEND", "CoreMlBackend", "weight_dtypes"]
 
@@ -44,12 +44,6 @@ def _ct():
         import coremltools
         import coremltools.optimize.coreml  # its submodules warn on import too
     return coremltools
-
-
-def _size(model: nn.Module, input_size: int | None) -> int:
-    from ..data.transforms import eval_preprocess
-
-    return int(input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
 
 
 def _describe(mlmodel: Any, meta: dict, shape: tuple[int, ...]) -> None:
@@ -164,7 +158,7 @@ class CoreMlBackend(Backend):
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"Core ML export writes fp32 or fp16; int8 comes from `mobilezoo quantize`: {precision}")
-        mlmodel, shape = _convert(model, precision, _size(model, input_size))
+        mlmodel, shape = _convert(model, precision, export_size(model, input_size))
         _describe(mlmodel, artifact_metadata(model, class_names, precision), shape)
         name = getattr(model, "model_name", type(model).__name__)
         return _save(mlmodel, Path(out_dir) / f"{name}{self.suffix}")

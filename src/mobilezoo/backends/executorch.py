@@ -18,9 +18,7 @@ for this one: ExecuTorch's runtime imports torch, which is too slow to run under
 from __future__ import annotations
 
 import gc
-import os
 import struct
-import tempfile
 import weakref
 from pathlib import Path
 from typing import ClassVar
@@ -28,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .artifact import artifact_metadata, read_metadata, write_sidecar
-from .base import Backend, Session, Unsupported, example_input, quiet, to_torch
+from .artifact import artifact_metadata, read_metadata, write_atomic, write_sidecar
+from .base import Backend, Session, Unsupported, example_input, export_size, quiet, to_torch
 
 __all__ = ["BACKEND", "ExecuTorchBackend"]
 
@@ -55,18 +53,7 @@ def _write(path: Path, program: bytes, meta: dict) -> Path:
     """The program and its sidecar, each written atomically (the sidecar first: the ``.pte`` names the artifact)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_sidecar(path, meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(program)
-    os.replace(tmp, path)
-    return path
-
-
-def _size(model: nn.Module, input_size: int | None) -> int:
-    """The example input's side: ``input_size``, else the crop size of the model's eval preprocessing."""
-    from ..data.transforms import eval_preprocess
-
-    return int(input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
+    return write_atomic(path, program)
 
 
 def _program(model: nn.Module, precision: str, size: int, batch: int = 1) -> bytes:
@@ -100,7 +87,7 @@ class ExecuTorchBackend(Backend):
         return super().unsupported(precision, device)
 
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
-        program = _program(model, precision, _size(model, input_size))
+        program = _program(model, precision, export_size(model, input_size))
         path = Path(out_dir) / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}"
         return _write(path, program, artifact_metadata(model, class_names, precision))
 
@@ -155,7 +142,9 @@ class ExecuTorchBackend(Backend):
                     if precision == "fp16"
                     else f"ExecuTorch {precision} runs a quantized .pte: `mobilezoo quantize --toolchain executorch`"
                 )
-            data: bytes | str = _program(source, precision, _size(source, options.get("input_size")), batch_size or 1)
+            data: bytes | str = _program(
+                source, precision, export_size(source, options.get("input_size")), batch_size or 1
+            )
             artifact = ""
         else:
             data, artifact = str(source), Path(source).name

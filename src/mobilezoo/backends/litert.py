@@ -16,9 +16,7 @@ applies. XNNPACK's int8 kernels widen to 16 bits before they multiply: the same 
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifact import META_KEY, artifact_metadata
-from .base import Backend, Session, Unsupported, example_input, quiet
+from .artifact import META_KEY, artifact_metadata, write_atomic
+from .base import Backend, Session, Unsupported, example_input, export_size, quiet
 
 __all__ = ["BACKEND", "LiteRtBackend", "read_tflite_metadata", "with_tflite_metadata"]
 
@@ -109,21 +107,6 @@ def _truncated(data: bytes) -> str | None:
     return None
 
 
-def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
-
-
-def _size(model: nn.Module, input_size: int | None) -> int:
-    from ..data.transforms import eval_preprocess
-
-    return int(input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
-
-
 def _model_bytes(
     model: nn.Module, precision: str, size: int, class_names: list[str] | None = None, batch: int = 1
 ) -> bytes:
@@ -152,8 +135,8 @@ class LiteRtBackend(Backend):
     quantizer = "litert-torch's PT2E quantizer, full integer (int8 weights per channel, int8 activations per tensor)"
 
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
-        data = _model_bytes(model, precision, _size(model, input_size), class_names)
-        return _write(Path(out_dir) / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}", data)
+        data = _model_bytes(model, precision, export_size(model, input_size), class_names)
+        return write_atomic(Path(out_dir) / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}", data)
 
     def quantize(self, model, calib, out_dir, *, target="portable", class_names=None) -> Path:
         import importlib.metadata
@@ -182,7 +165,7 @@ class LiteRtBackend(Backend):
             },
         }
         name = getattr(model, "model_name", type(model).__name__)
-        return _write(Path(out_dir) / f"{name}.int8{self.suffix}", with_tflite_metadata(data, meta))
+        return write_atomic(Path(out_dir) / f"{name}.int8{self.suffix}", with_tflite_metadata(data, meta))
 
     def embedded_metadata(self, path: Path) -> dict | None:
         return read_tflite_metadata(Path(path).read_bytes())
@@ -201,7 +184,7 @@ class LiteRtBackend(Backend):
                 raise Unsupported(
                     f"LiteRT {precision} runs a quantized .tflite: `mobilezoo quantize --toolchain litert`"
                 )
-            size = _size(source, options.get("input_size"))
+            size = export_size(source, options.get("input_size"))
             data, artifact = _model_bytes(source, precision, size, batch=batch_size or 1), ""
         else:
             data, artifact = Path(source).read_bytes(), Path(source).name

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .artifact import artifact_metadata, write_sidecar
-from .base import Backend, Session, example_input, quiet, verbose
+from .base import Backend, Session, example_input, export_size, quiet, verbose
 
 __all__ = ["BACKEND", "NcnnBackend"]
 
@@ -41,7 +41,6 @@ class NcnnBackend(Backend):
         session of its own (its output captured; shown only with ``MOBILEZOO_VERBOSE=1``; a failure is one line)."""
         import pnnx
 
-        from ..data.transforms import eval_preprocess
         from ..models.rewrite import deploy_form
 
         if precision not in ("fp32", "fp16"):
@@ -50,7 +49,7 @@ class NcnnBackend(Backend):
         out_dir.mkdir(parents=True, exist_ok=True)
         name = getattr(model, "model_name", type(model).__name__)
         net = deploy_form(model).eval()
-        x = example_input(net, input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
+        x = example_input(net, export_size(model, input_size))
         with tempfile.TemporaryDirectory(prefix="mobilezoo-pnnx-") as tmp:
             pt = Path(tmp) / f"{name}.pt"
             with torch.no_grad(), quiet():

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .artifact import artifact_metadata, set_onnx_metadata
-from .base import WARMUP_RUNS, Backend, NodeTime, Session, example_input, numpy_input, to_torch
+from .base import WARMUP_RUNS, Backend, NodeTime, Session, example_input, export_size, numpy_input, to_torch
 
 __all__ = ["BACKEND", "OnnxRuntimeBackend", "export_onnx"]
 
@@ -34,7 +34,6 @@ def export_onnx(
     the ``mobilezoo`` metadata entry (model name, class names, preprocessing, precision); written atomically."""
     import onnx
 
-    from ..data.transforms import eval_preprocess
     from ..models.rewrite import deploy_form
 
     if opset < 17:
@@ -42,7 +41,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = deploy_form(model)
-    size = input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size
+    size = export_size(model, input_size)
     x = example_input(net, size)
     if fp16:
         net, x = net.half(), x.half()

@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from .artifact import artifact_metadata, write_sidecar
-from .base import Backend, Session, example_input, to_torch
+from .base import Backend, Session, example_input, export_size, to_torch
 
 __all__ = ["BACKEND", "OpenVinoBackend", "core", "repair_signal_stack", "signal_stack_guard"]
 
@@ -52,7 +52,6 @@ class OpenVinoBackend(Backend):
     def export(self, model, out_dir, *, precision="fp32", class_names=None, input_size=None) -> Path:
         import openvino as ov
 
-        from ..data.transforms import eval_preprocess
         from ..models.rewrite import deploy_form
 
         if precision not in ("fp32", "fp16"):
@@ -61,7 +60,7 @@ class OpenVinoBackend(Backend):
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{getattr(model, 'model_name', type(model).__name__)}{self.suffix}"
         net = deploy_form(model)
-        x = example_input(net, input_size or eval_preprocess(getattr(model, "default_cfg", None)).crop_size)
+        x = example_input(net, export_size(model, input_size))
         ov_model = ov.convert_model(net, example_input=x, input=[(-1, x.shape[1], -1, -1)])
         ov.save_model(ov_model, str(path), compress_to_fp16=precision == "fp16")  # weights stored fp16
         write_sidecar(path, artifact_metadata(model, class_names, precision))
