@@ -51,7 +51,6 @@ def _lower(net: nn.Module, x: torch.Tensor) -> bytes:
 
 def _write(path: Path, program: bytes, meta: dict) -> Path:
     """The program and its sidecar, each written atomically (the sidecar first: the ``.pte`` names the artifact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_sidecar(path, meta)
     return write_atomic(path, program)
 
