@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilezoo.cli import main
 from mobilezoo.study.conclusions import CLAIMS, NOT_MEASURED
@@ -170,6 +171,43 @@ def test_conclusions_table_is_generated_from_the_results(study):
         assert (c["why"] != "") == (c["verdict"] == "disagree")  # a reason exactly where they disagree
     md = (study["out"] / "report.md").read_text()
     assert "## The seed's conclusions, checked against this run" in md
+
+
+def test_a_budget_run_refits_its_steps_at_the_warmups_end_to_the_pace_it_measured(data, tmp_path):
+    """The run stops at its warm-up's end and sets its remaining steps from the time spent and the pace measured
+    over its own steps, so the plan fills the budget; the steps before the re-fit count in its training time, and
+    the schedule stays continuous: the run equals, bit for bit, one planned with the re-fitted steps from the
+    start."""
+    from mobilezoo.study.plan import Settings
+    from mobilezoo.study.training import (
+        _steps_per_epoch,
+        budget_recipe,
+        refit_budget,
+        refit_point,
+        study_recipe,
+        train_model,
+    )
+    from mobilezoo.train import load_checkpoint
+
+    s = Settings(str(data), models=[MODELS[0]], budget_min=0.1,
+                 overrides=["batch_size=32", "warmup_epochs=4", "channels_last=false"]).check()  # fmt: skip
+    r0 = study_recipe(s, MODELS[0])
+    spe = _steps_per_epoch(s, r0)
+    assert spe == 6  # 200 images, 32 a batch
+    recipe, plan = budget_recipe(r0, s, steps_per_s=200 / 6, steps_per_epoch=spe)  # a probe's guess: 200 steps
+    assert (plan["total_steps"], refit_point(plan)) == (200, 24)  # the warm-up: 4 epochs of 6 steps
+    plan["probe"] = {"steps_per_s": 200 / 6}
+    refitted, rec = refit_budget(MODELS[0], s, recipe, plan, tmp_path / "a", progress=False)
+    assert load_checkpoint(tmp_path / "a" / "last.ckpt")["global_step"] == rec["at_step"] == 24
+    assert rec["paced_steps"] == 20 and rec["steps_per_s"] > 0 and 0 < rec["spent_s"] < 6
+    assert abs(rec["planned_train_s"] - 6) <= 1 / rec["steps_per_s"]  # the budget filled at the measured pace
+    assert (refitted.total_steps, refitted.epochs) == (rec["total_steps"], -(-rec["total_steps"] // spe))
+    assert refitted.warmup_epochs == recipe.warmup_epochs
+    t = train_model(MODELS[0], s, refitted, tmp_path / "a", progress=False)
+    assert t["steps"] == rec["total_steps"] and t["train_time_s"] > rec["spent_s"]  # the first 24 steps count
+    whole = train_model(MODELS[0], s, refitted, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(t["checkpoint"])["model"], load_checkpoint(whole["checkpoint"])["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and t["top1"] == whole["top1"]
 
 
 @pytest.mark.parametrize(

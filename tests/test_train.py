@@ -230,6 +230,9 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, tiny,
     ea, eb = load_checkpoint(full.last)["ema"], load_checkpoint(resumed.last)["ema"]
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     assert [r["top1"] for r in full.history] == [r["top1"] for r in resumed.history]
+    # the cut epoch's log row covers all of it: its loss over every step, its images and time before the stop too
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    assert [round(r["img_s"] * r["epoch_time_s"]) for r in resumed.history] == [80, 80]  # 80 train images
     assert not any(k.startswith("module.") for k in a)  # plain state dicts
 
 

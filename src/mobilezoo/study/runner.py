@@ -18,7 +18,7 @@ from ..train import Recipe
 from .measure import measure_model
 from .plan import State
 from .report import write_report
-from .training import plan_model, train_model
+from .training import plan_model, refit_budget, refit_point, train_model
 
 __all__ = ["run_study"]
 
@@ -71,14 +71,33 @@ def _measure(state: State, name: str, again: bool = False) -> None:
     state.update(name, measure={**m, "machine": machine_key()}, status="done", **when)
 
 
-def _train(state: State, name: str, progress: bool) -> dict[str, Any]:
-    """Train ``name`` (or resume it) here; the training record names every machine its epochs ran on."""
+def _note_machine(state: State, name: str) -> None:
+    """Record that ``name`` trains here (every machine its steps ran on, in order)."""
     from ..measure.machine import machine_key
 
-    rec = state.model(name)
-    machines = list(rec.get("training_machines", []))
+    machines = list(state.model(name).get("training_machines", []))
     if machine_key() not in machines[-1:]:
         state.update(name, training_machines=[*machines, machine_key()])
+
+
+def _refit(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None:
+    """A budget run trains to its warm-up's end, then its steps are re-fitted to the pace it really runs at."""
+    rec = state.model(name)
+    plan = rec["plan"]
+    at = refit_point(plan)
+    if state.settings.budget_min is None or "refit" in plan or at is None:
+        return
+    what = f"training to step {at} of {plan['total_steps']}, then re-fitting the steps to the budget at its pace"
+    bar.stage(i, name, what, _guess_s(state))
+    _note_machine(state, name)
+    recipe, refit = refit_budget(name, state.settings, Recipe(**rec["recipe"]), plan, state.run_dir(name), progress)
+    state.update(name, plan={**plan, "refit": refit}, recipe=recipe.to_dict())
+
+
+def _train(state: State, name: str, progress: bool) -> dict[str, Any]:
+    """Train ``name`` (or resume it) here; the training record names every machine its epochs ran on."""
+    _note_machine(state, name)
+    rec = state.model(name)
     t = train_model(name, state.settings, Recipe(**rec["recipe"]), state.run_dir(name), progress)
     return {**t, "machines": state.model(name)["training_machines"]}
 
@@ -90,11 +109,13 @@ def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None
         recipe, plan = plan_model(name, s, state.out)
         state.update(name, status="planned", plan=plan, recipe=recipe.to_dict())
     if state.status(name) == "planned":
+        _refit(state, i, name, bar, progress)
         rec = state.model(name)
         recipe = Recipe(**rec["recipe"])
         resumed = (state.run_dir(name) / "last.ckpt").is_file()
-        planned = rec["plan"].get("planned_train_s")
-        eps = rec["plan"].get("epochs_in_budget") or recipe.epochs
+        plan = rec["plan"].get("refit") or rec["plan"]
+        planned = plan.get("planned_train_s")
+        eps = plan.get("epochs_in_budget") or recipe.epochs
         what = f"training {eps:.3g} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")
         bar.stage(i, name, what + (", resumed from its last.ckpt" if resumed else ""), guess)
         state.update(name, train=_train(state, name, progress), status="trained")

@@ -2,9 +2,13 @@
 fixed or fitted to a wall-clock budget, and an exact resume from the run's ``last.ckpt``.
 
 Fitting to a budget: ``probe_steps`` training steps of the real recipe run in a throw-away folder (their median
-time, the first step with its one-off costs left out); the run is ``total_steps = floor(budget x steps/s)``
-optimizer steps (the last epoch partial: whole epochs would leave up to one epoch of the budget unused), the
-warm-up is capped at :data:`WARMUP_SHARE` of them, and the cosine schedule reaches zero at the budget.
+time, the first step with its one-off costs left out); the run is planned as ``total_steps = floor(budget x
+steps/s)`` optimizer steps (the last epoch partial: whole epochs would leave up to one epoch of the budget unused),
+the warm-up is capped at :data:`WARMUP_SHARE` of them, and the cosine schedule reaches zero at the budget. A short
+probe can miss the run's real pace (by up to 25% measured: data-loading stalls, a machine's changing speed), so
+the run itself re-fits: at the end of its warm-up (:func:`refit_point`; the cosine has not started, so the schedule
+stays continuous) it stops, and its remaining steps are set from the training time already spent and the pace
+measured over those steps (:func:`refit_budget`); then it resumes exactly to the new end.
 Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
 split is never used to pick a checkpoint.
 """
@@ -22,11 +26,15 @@ from typing import Any
 from ..train import Recipe, TrainConfig, TrainingInterrupted, fit, load_recipe, parse_overrides
 from .plan import Settings
 
-__all__ = ["WARMUP_SHARE", "budget_recipe", "probe_speed", "study_recipe", "train_model"]
+__all__ = ["REFIT_MIN_STEPS", "WARMUP_SHARE", "budget_recipe", "probe_speed", "refit_budget", "refit_point",
+           "study_recipe", "train_model"]  # fmt: skip
 
 WARMUP_SHARE = 0.15
 """The largest share of a study run (``--epochs`` or budget-fitted) spent in the linear warm-up, unless
 ``--override warmup_epochs=...`` says otherwise."""
+
+REFIT_MIN_STEPS = 20
+"""A budget run re-fits its steps after at least this many (its pace is measured over them)."""
 
 
 def study_recipe(settings: Settings, name: str) -> Recipe:
@@ -127,6 +135,69 @@ def budget_recipe(
         "over_budget": total < steps_per_epoch,
     }
     return fitted, plan
+
+
+def refit_point(plan: dict[str, Any]) -> int | None:
+    """The optimizer step where a budget run re-fits its steps: its warm-up's end, so the schedule stays continuous
+    (at least :data:`REFIT_MIN_STEPS`: after a shorter warm-up the cosine bends a little there); None for a run too
+    short to re-fit (or one not fitted to a budget)."""
+    total = plan.get("total_steps")
+    if not total:
+        return None
+    at = max(REFIT_MIN_STEPS, round(plan["warmup_epochs"] * plan["steps_per_epoch"]))
+    return at if at < total else None
+
+
+def _spent_s(run_dir: Path) -> tuple[int, float]:
+    """A run's optimizer steps and training time so far: its finished epochs' times and the interrupted one's."""
+    import csv
+
+    from ..train import load_checkpoint
+
+    last = run_dir / "last.ckpt"
+    if not last.is_file():
+        return 0, 0.0
+    ck = load_checkpoint(last)
+    log = run_dir / "log.csv"
+    rows = list(csv.DictReader(log.open())) if log.is_file() else []
+    done = sum(float(r["epoch_time_s"]) for r in rows[: ck["epoch"]])
+    return ck["global_step"], done + ((ck.get("epoch_so_far") or {}).get("time_s") or 0.0)
+
+
+def refit_budget(
+    name: str, settings: Settings, recipe: Recipe, plan: dict[str, Any], run_dir: Path, progress: bool = True
+) -> tuple[Recipe, dict[str, Any]]:
+    """Train ``name`` to its :func:`refit_point` (resuming its ``last.ckpt``), measuring the steps' real pace; the
+    recipe with the steps that fill the rest of the budget at that pace, and the re-fit's record."""
+    at = refit_point(plan)
+    assert at is not None
+    done, _ = _spent_s(run_dir)
+    clock = _StepClock()
+    if done < at:
+        last = run_dir / "last.ckpt"
+        cfg = TrainConfig(name, settings.data, run_dir, recipe, device=settings.device, max_steps=at - done,
+                          resume=last if last.is_file() else None, progress=progress, tensorboard=False,
+                          model_transform=clock)  # fmt: skip
+        try:
+            fit(cfg)
+        except TrainingInterrupted as e:
+            if not str(e).startswith("max_steps="):  # a signal: the study stops (and resumes here)
+                raise
+    steps, spent = _spent_s(run_dir)
+    ticks = clock.ticks[:: max(1, recipe.accum_steps)][3:]  # the first steps (one-off costs) left out
+    pace = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) >= 5 else plan["probe"]["steps_per_s"]
+    left = max(0.0, settings.budget_min * 60 - spent)
+    total = max(steps, steps + math.floor(left * pace))
+    spe = plan["steps_per_epoch"]
+    epochs = math.ceil(total / spe)
+    over = {"epochs": epochs, "total_steps": total}
+    if "eval_every" not in parse_overrides(settings.overrides):
+        over["eval_every"] = epochs
+    record = {"at_step": steps, "spent_s": spent, "steps_per_s": pace, "img_per_s": pace * recipe.batch_size,
+              "paced_steps": max(0, len(ticks) - 1), "total_steps": total, "epochs": epochs,
+              "epochs_in_budget": total / spe, "planned_train_s": spent + (total - steps) / pace,
+              "over_budget": total < spe}  # fmt: skip
+    return recipe.with_overrides(over), record
 
 
 def plan_model(name: str, settings: Settings, workdir: Path) -> tuple[Recipe, dict[str, Any]]:

@@ -238,6 +238,8 @@ class _Position:
     global_step: int = 0
     best_top1: float = -1.0
     steps_this_run: int = 0
+    epoch_so_far: dict[str, Any] | None = None
+    """an epoch interrupted inside: its training time, images and loss before the stop (its log row counts them)"""
 
 
 @dataclass
@@ -272,6 +274,19 @@ class _EpochMeter:
     loss_sum: torch.Tensor
     seen: int = 0
     n_loss: int = 0
+
+    @classmethod
+    def start(cls, device: torch.device, so_far: dict[str, Any] | None = None) -> _EpochMeter:
+        """A new epoch's meter, or one carrying on from an interrupted epoch's ``so_far`` (:meth:`so_far`)."""
+        if not so_far:
+            return cls(time.perf_counter(), torch.zeros((), device=device))
+        loss = torch.tensor(so_far["loss_sum"], dtype=torch.float32, device=device)
+        return cls(time.perf_counter() - so_far["time_s"], loss, so_far["seen"], so_far["n_loss"])
+
+    def so_far(self) -> dict[str, Any]:
+        """What a checkpoint saved inside the epoch keeps, so the resumed epoch's row covers the whole epoch."""
+        return {"time_s": time.perf_counter() - self.t0, "seen": self.seen, "loss_sum": float(self.loss_sum),
+                "n_loss": self.n_loss}  # fmt: skip
 
 
 def fit(cfg: TrainConfig) -> TrainResult:
@@ -549,11 +564,16 @@ def _restore(ck: dict[str, Any], model: nn.Module, o: _Optim, rank: int) -> _Pos
     if o.ema is not None and ck.get("ema") is not None:
         o.ema.load_state_dict(ck["ema"])
     set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
-    return _Position(ck["epoch"], ck["step_in_epoch"], ck["global_step"], ck.get("best_top1", -1.0))
+    pos = _Position(ck["epoch"], ck["step_in_epoch"], ck["global_step"], ck.get("best_top1", -1.0))
+    pos.epoch_so_far = ck.get("epoch_so_far") if pos.start_step else None
+    return pos
 
 
-def _state(run: _Run, epoch: int, step: int, rngs: Any, weights: str = "model") -> dict[str, Any]:
-    """A checkpoint's contents: the run's metadata, its position, and every piece of optimisation state."""
+def _state(
+    run: _Run, epoch: int, step: int, rngs: Any, weights: str = "model", meter: _EpochMeter | None = None
+) -> dict[str, Any]:
+    """A checkpoint's contents: the run's metadata, its position (with the epoch's ``meter`` when inside one), and
+    every piece of optimisation state."""
     o = run.optim
     st = {
         **run.meta,
@@ -566,6 +586,7 @@ def _state(run: _Run, epoch: int, step: int, rngs: Any, weights: str = "model") 
         "scaler": o.scaler.state_dict(),
         "rng": rngs,
         "ema": o.ema.state_dict() if o.ema is not None else None,
+        "epoch_so_far": meter.so_far() if meter is not None else None,
     }
     st["model"] = run.model.state_dict() if weights == "model" else _ema_weights(o.ema)
     return st
@@ -585,7 +606,7 @@ def _train_epoch(run: _Run, epoch: int, stop: _Stop) -> dict[str, Any]:
     sampler.stop_step = recipe.total_steps - epoch * ld.steps_per_epoch if recipe.total_steps else None
     end = sampler.end_step()
     run.net.train()
-    meter = _EpochMeter(time.perf_counter(), torch.zeros((), device=d.device))
+    meter = _EpochMeter.start(d.device, run.pos.epoch_so_far if epoch == run.pos.start_epoch else None)
     bar = tqdm(
         total=end,
         initial=sampler.start_step,
@@ -610,9 +631,9 @@ def _train_epoch(run: _Run, epoch: int, stop: _Stop) -> dict[str, Any]:
         bar.update(1)
         hit_max = run.cfg.max_steps is not None and run.pos.steps_this_run >= run.cfg.max_steps
         if (stop.signum is not None and (d.world == 1 or check)) or hit_max:
-            _interrupt(run, stop, bar, epoch, step)
+            _interrupt(run, stop, bar, epoch, step, meter)
     bar.close()
-    run.pos.start_step = 0
+    run.pos.start_step, run.pos.epoch_so_far = 0, None
     train_time = time.perf_counter() - meter.t0
     return {
         "epoch": epoch + 1,
@@ -677,14 +698,14 @@ def _show_progress(run: _Run, bar: Any, meter: _EpochMeter) -> None:
     )
 
 
-def _interrupt(run: _Run, stop: _Stop, bar: Any, epoch: int, step: int) -> None:
+def _interrupt(run: _Run, stop: _Stop, bar: Any, epoch: int, step: int, meter: _EpochMeter) -> None:
     """A signal or ``max_steps``: save ``last.ckpt`` with the position inside the epoch and raise."""
     if bool(run.bad):
         raise TrainingDiverged(f"loss became NaN/inf at epoch {epoch + 1}, step {step}")
     world, last_path = run.dist.world, run.last_path
     rngs = _gather_rng(world)
     if run.dist.main:
-        save_checkpoint(_state(run, epoch, step, rngs), last_path)
+        save_checkpoint(_state(run, epoch, step, rngs, meter=meter), last_path)
     _barrier(world)
     bar.close()
     why = signal.Signals(stop.signum).name if stop.signum is not None else f"max_steps={run.cfg.max_steps}"
