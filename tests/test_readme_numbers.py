@@ -99,6 +99,14 @@ AMX = "study_goal_MobileNetV3_small_x1_0_amx"
 SI2 = "study_goal_MobileNetV3_small_x1_0_amx_si2"
 SI2R = "study_goal_MobileNetV3_small_x1_0_amx_si2_rerun"
 V2 = "study_goal_MobileNetV2_x1_0_amx"
+STUDY = "study_cifar10/results.json"
+
+
+def studied(model: str, field: str):
+    """The committed study's row of ``model``."""
+    return next(r for r in doc(STUDY)["models"] if r["model"] == model)[field]
+
+
 STEP = "cpu_step_profile_amx.csv"
 EPOCHS40 = "epochs in 40 min (50000 images each)"
 
@@ -337,6 +345,18 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("top-1 after {} epochs in 37", SI2, lambda: f"{goal('epochs', tag='amx_si2')}"),
     ("in {} minutes of training (280", SI2, lambda: f"{goal('train time (min)', tag='amx_si2')}"),
     ("of training ({} img/s): a 4x4", SI2, lambda: f"{goal('train img/s', tag='amx_si2'):.0f}"),
+    ("an {}-minute budget per model on a 2-core AMD EPYC", STUDY, lambda: f"{doc(STUDY)['settings']['budget_min']:g}"),
+    ("all eleven, {} minutes of training each", STUDY, lambda: f"{doc(STUDY)['settings']['budget_min']:g}"),
+    ("family/model {}, AVX-512", STUDY, lambda: doc(STUDY)["machine"]["cpu_family_model"]),
+    ("most accurate at {}% top-1", STUDY, lambda: f"{studied('MobileNetV3_small_x1_0', 'CIFAR-10 top-1 %')}"),
+    ("top-1 ({} epochs), then", STUDY, lambda: f"{studied('MobileNetV3_small_x1_0', 'epochs')}"),
+    ("then MobileNetV2_x0_5 {}% and", STUDY, lambda: f"{studied('MobileNetV2_x0_5', 'CIFAR-10 top-1 %')}"),
+    ("and ShuffleNetV2_x0_5 {}%;", STUDY, lambda: f"{studied('ShuffleNetV2_x0_5', 'CIFAR-10 top-1 %')}"),
+    ("(MobileNetV2_x1_4 {}% after", STUDY, lambda: f"{studied('MobileNetV2_x1_4', 'CIFAR-10 top-1 %')}"),
+    ("% after {} epochs, ShuffleNetV2_x1_5", STUDY, lambda: f"{studied('MobileNetV2_x1_4', 'epochs')}"),
+    ("ShuffleNetV2_x1_5 {}% after", STUDY, lambda: f"{studied('ShuffleNetV2_x1_5', 'CIFAR-10 top-1 %')}"),
+    ("46.31% after {}).", STUDY, lambda: f"{studied('ShuffleNetV2_x1_5', 'epochs')}"),
+    ("(MobileNetV2_x1_0 {} min)", STUDY, lambda: f"{studied('MobileNetV2_x1_0', 'train time (min)')}"),
     ("reproduces it: {}% top-1 after", SI2R, lambda: f"{goal('CIFAR-10 top-1 %', tag='amx_si2_rerun')}"),
     ("top-1 after {} epochs in 39", SI2R, lambda: f"{goal('epochs', tag='amx_si2_rerun')}"),
     ("epochs in {} minutes (374", SI2R, lambda: f"{goal('train time (min)', tag='amx_si2_rerun')}"),
