@@ -12,6 +12,7 @@ from mobilezoo.weights import (
     CheckpointError,
     CheckpointMismatchError,
     UnsafeCheckpointError,
+    load_model,
     read_pdparams,
     save_pretrained,
 )
@@ -94,6 +95,24 @@ def test_save_pretrained_round_trip(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="holds a MobileNetV3_small_x0_5"):
         mz.create_model("GhostNet_x1_0", pretrained=tmp_path / "ft")
 
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_save_pretrained_keeps_the_small_input_layout(tmp_path, level):
+    """A CIFAR-trained network (stride-1 stem, level 2 also its first downsampling block) comes back with its layout:
+    same feature-map sizes and the same logits, from the folder alone."""
+    m = mz.create_model("ShuffleNetV2_x0_5", weights="random", num_classes=10, small_input=level).train()
+    with torch.no_grad():  # running statistics that are not the initial ones, so a stride change shows in the logits
+        m(torch.randn(8, 3, 32, 32))
+    m.eval()
+    save_pretrained(m, tmp_path / "ft")
+    back = load_model(None, tmp_path / "ft")
+    assert back.small_input == level
+    assert [f["reduction"] for f in back.feature_info] == [f["reduction"] for f in m.feature_info]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), back(x))
+    plain = mz.create_model("ShuffleNetV2_x0_5", num_classes=10, pretrained=tmp_path / "ft", small_input=0).eval()
+    assert plain.small_input == 0  # a layout asked for by name wins over the saved one
 
 def test_in_chans_adapted_from_rgb_checkpoint(tmp_path):
     f = tmp_path / "w.pth"

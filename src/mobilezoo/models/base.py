@@ -137,6 +137,8 @@ class ZooModel(nn.Module):
         self.model_name = ""
         self.feature_info: list[dict[str, Any]] = []
         self.grad_checkpointing = False
+        self.small_input = 0
+        """the ``small_input`` level it was built with (the layout's strides; :func:`save_pretrained` records it)"""
 
     def _init_feature_info(self, steps: list[tuple[str, int, int]], small_input: int = 0) -> None:
         """Declare the feature levels from the family table: ``steps`` is ``(module path, output channels, stride)``
@@ -146,6 +148,7 @@ class ZooModel(nn.Module):
 
         ``small_input`` 2 (the family builders handle 1: a stride-1 stem) also runs the first downsampling entry of
         ``blocks`` at stride 1 (:meth:`_unstride`): the same parameters, a 2x larger map from there on."""
+        self.small_input = int(small_input)
         if small_input >= 2:
             steps = self._unstride(steps)
         info: list[dict[str, Any]] = []

@@ -200,9 +200,10 @@ def _from_train_checkpoint(
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, *, class_names: list[str] | None = None) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (model name, classes, default_cfg) into ``directory``.
+    """Write ``model.safetensors`` + ``config.json`` (model name, classes, default_cfg, the layout's
+    ``small_input`` level) into ``directory``.
 
-    ``create_model(name, weights=directory)`` rebuilds it (with its class names and eval preprocessing).
+    ``create_model(name, weights=directory)`` rebuilds it (with its class names, eval preprocessing and layout).
     """
     from safetensors.torch import save_file
 
@@ -217,6 +218,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, class_names: lis
         "in_chans": _in_chans(model),
         "default_cfg": model.default_cfg,
         "class_names": class_names,
+        "model_kwargs": {"small_input": int(getattr(model, "small_input", 0))},
         "format": "mobilezoo/1",
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -256,6 +258,7 @@ def _load_pretrained_dir(
     if saved.arch != entry.arch:
         raise CheckpointMismatchError(f"{directory} holds a {saved.name}, not a {entry.name}")
     num_classes = cfg["num_classes"] if num_classes is None else num_classes
+    kwargs = {**cfg.get("model_kwargs", {}), **kwargs}  # the layout it was saved with, unless asked otherwise
     model = build_model(entry.name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     load_weights(model, entry, directory / WEIGHTS_NAME, source="mobilezoo")
     saved_cfg = cfg.get("default_cfg") or {}
