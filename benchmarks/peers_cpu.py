@@ -32,7 +32,8 @@ Two blocks per network, each gated then timed interleaved on one pinned core:
 - ``imagenet-224``: PaddleClas's network and weights at 224x224: the fp32 peers above, ``auto`` fp32 and bf16,
   OpenVINO / PyTorch / Paddle bf16, and mobilezoo's int8 artifacts for speed only (random weights, calibrated on
   32 noise inputs: no goal uses them). The fp32 goals (auto as fast as / 1.15x the fastest peer, 3x eager).
-- ``cifar10-32`` (with ``--ckpt-dir DIR``, ``DIR/<model>/best.ckpt``): the CIFAR-10-trained checkpoint at its
+- ``cifar10-32`` (with ``--ckpt-dir DIR``: ``DIR/<model>/best.ckpt`` or a ``save_pretrained`` folder
+  ``DIR/<model>/``): the CIFAR-10-trained checkpoint at its
   32x32 input: the fp32 peers, ``auto``, and mobilezoo's reduced-precision artifacts calibrated on 256 training
   images (``mobilezoo.quant`` PTQ on ONNX Runtime and OpenVINO, NNCF, and each engine's own quantizer: ExecuTorch's
   XNNPACK PT2E, LiteRT's full integer, MNN's). Each of those artifacts is timed here and the same object evaluated
@@ -518,19 +519,28 @@ def cifar_accuracy(rts: dict[str, Any], n_images: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------- main
 
 
+def trained_checkpoint(ckpt_dir: Path, name: str) -> Path | None:
+    """``DIR/<model>/best.ckpt`` (a study's or training run's folder), else ``DIR/<model>/`` if it is a
+    ``save_pretrained`` folder (``mobilezoo convert DIR/<model>/best.ckpt --model <model> -o OUT/<model>``)."""
+    folder = ckpt_dir / name
+    if (folder / "best.ckpt").is_file():
+        return folder / "best.ckpt"
+    return folder if (folder / "config.json").is_file() else None
+
+
 def run_model(name: str, args, rows: list, choices: dict, accuracy: dict) -> None:
     """Both blocks of one network, each gated then timed on one pinned core, appended to ``rows``."""
     from mobilezoo.measure.harness import idlest_cores, load_average, pinned
 
     print(f"== {name}", file=sys.stderr, flush=True)
-    ckpt = args.ckpt_dir / name / "best.ckpt" if args.ckpt_dir else None
+    ckpt = trained_checkpoint(args.ckpt_dir, name) if args.ckpt_dir else None
     with tempfile.TemporaryDirectory(prefix="peers-") as tmpdir:
         load_before = load_average()
         with pinned(1, idlest_cores(1)):
             blocks = [imagenet_block(name, args, Path(tmpdir), choices)]
             blocks[0].gate_and_time(args)
             blocks[0].engines.clear()  # its sessions released before the next block is built and timed
-            if ckpt is not None and ckpt.is_file():
+            if ckpt is not None:
                 blocks.append(trained_block(name, ckpt, args, Path(tmpdir), choices, accuracy))
         choices.setdefault(name, {})["load_average"] = [load_before, load_average()]
     for b in blocks:
@@ -639,7 +649,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--min-round-s", type=float, default=0.2)
     ap.add_argument("--skip-paddle", action="store_true")
-    ap.add_argument("--ckpt-dir", type=Path, default=None, help="CIFAR-10 checkpoints: DIR/<model>/best.ckpt")
+    ap.add_argument("--ckpt-dir", type=Path, help="CIFAR-10 checkpoints: DIR/<model>/best.ckpt or DIR/<model>/")
     ap.add_argument("--eval-images", type=int, default=2000)
     ap.add_argument(
         "--rewrite", action="store_true", help="judge the goals again and rewrite the .md/.json from the existing JSON"

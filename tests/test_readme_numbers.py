@@ -99,6 +99,7 @@ AMX = "study_goal_MobileNetV3_small_x1_0_amx"
 SI2 = "study_goal_MobileNetV3_small_x1_0_amx_si2"
 SI2R = "study_goal_MobileNetV3_small_x1_0_amx_si2_rerun"
 V2 = "study_goal_MobileNetV2_x1_0_amx"
+V2AMD = "study_goal_MobileNetV2_x1_0_amd"
 STUDY = "study_cifar10/results.json"
 
 
@@ -364,6 +365,10 @@ CLAIMS: list[tuple[str, str, object]] = [
     ("is missed: {}% after", V2, lambda: f"{goal('CIFAR-10 top-1 %', 'MobileNetV2_x1_0', 'amx')}"),
     ("after {} epochs in 36", V2, lambda: f"{goal('epochs', 'MobileNetV2_x1_0', 'amx')}"),
     ("in {} minutes (`--tag amx`", V2, lambda: f"{goal('train time (min)', 'MobileNetV2_x1_0', 'amx')}"),
+    ("still short: {}% after", V2AMD, lambda: f"{goal('CIFAR-10 top-1 %', 'MobileNetV2_x1_0', 'amd')}"),
+    ("after {} epochs in 37", V2AMD, lambda: f"{goal('epochs', 'MobileNetV2_x1_0', 'amd')}"),
+    ("epochs in {} minutes (324", V2AMD, lambda: f"{goal('train time (min)', 'MobileNetV2_x1_0', 'amd')}"),
+    ("minutes ({} img/s; the warm-up", V2AMD, lambda: f"{goal('train img/s', 'MobileNetV2_x1_0', 'amd'):.0f}"),
     ("step runs {} img/s at small_input 1", STEP, lambda: f"{step('MobileNetV2_x1_0', 1, 'images/s'):.0f}"),
     ("small_input 1 ({} epochs in 40", STEP, lambda: f"{step('MobileNetV2_x1_0', 1, EPOCHS40):.2f}"),
     ("and {} img/s at small_input 2", STEP, lambda: f"{step('MobileNetV2_x1_0', 2, 'images/s'):.0f}"),

@@ -114,6 +114,7 @@ def test_save_pretrained_keeps_the_small_input_layout(tmp_path, level):
     plain = mz.create_model("ShuffleNetV2_x0_5", num_classes=10, pretrained=tmp_path / "ft", small_input=0).eval()
     assert plain.small_input == 0  # a layout asked for by name wins over the saved one
 
+
 def test_in_chans_adapted_from_rgb_checkpoint(tmp_path):
     f = tmp_path / "w.pth"
     rgb = mz.create_model("MobileNetV1_x0_25", weights="random")
@@ -141,6 +142,28 @@ def test_weight_catalog_counts_match_the_networks(reference_csv):
         assert m.default_cfg["resize_short"] == w.transforms.resize_short
     assert weights_info("MobileNetV3_large_x1_0_ssld").url.endswith("MobileNetV3_large_x1_0_ssld_pretrained.pdparams")
     assert weights_info("ShuffleNetV1_g3_x1_0") is None
+
+
+def test_convert_cli_keeps_a_training_checkpoints_classes_and_layout(tmp_path):
+    """A CIFAR-trained ``.ckpt`` (10 classes, stride-1 stem) -> a save_pretrained folder that rebuilds that network."""
+    from mobilezoo.cli import main
+    from mobilezoo.weights.checkpoint import FORMAT
+
+    m = mz.create_model("MobileNetV1_x0_25", weights="random", num_classes=10, small_input=1).train()
+    with torch.no_grad():
+        m(torch.randn(8, 3, 32, 32))
+    m.eval()
+    ck = {"format": FORMAT, "model_name": "MobileNetV1_x0_25", "num_classes": 10, "model_kwargs": {"small_input": 1},
+          "model": m.state_dict(), "class_names": [f"c{i}" for i in range(10)]}  # fmt: skip
+    torch.save(ck, tmp_path / "best.ckpt")
+    assert (
+        main(["convert", str(tmp_path / "best.ckpt"), "--model", "MobileNetV1_x0_25", "-o", str(tmp_path / "w")]) == 0
+    )
+    back = load_model(None, tmp_path / "w")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), back(x))
+    assert back.small_input == 1 and back.class_names == ck["class_names"]
 
 
 def test_convert_cli_round_trip(tmp_path):

@@ -121,12 +121,15 @@ def _list_pretrained(names: Sequence[str], fmt: str) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Any supported checkpoint -> safetensors in mobilezoo's names (or a save_pretrained directory)."""
     from .models import get_entry
-    from .weights import load_weights, save_pretrained
+    from .weights import load_model, load_weights, read_train_checkpoint, save_pretrained
 
     entry = get_entry(args.model)
-    model = entry.builder(entry.config, num_classes=args.num_classes)
-    model.model_name = entry.name
-    report = load_weights(model, entry, args.src, source=args.source)
+    if args.src.is_file() and read_train_checkpoint(args.src) is not None:  # its classes and layout, as trained
+        model, report = load_model(entry.name, args.src, num_classes=args.num_classes), None
+    else:
+        model = entry.builder(entry.config, num_classes=args.num_classes or 1000)
+        model.model_name = entry.name
+        report = load_weights(model, entry, args.src, source=args.source)
     out = args.output
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -134,9 +137,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), {"model_name": entry.name})
     else:
-        save_pretrained(model, out)
+        save_pretrained(model, out, class_names=getattr(model, "class_names", None) or None)
     n = len(model.state_dict())
-    print(f"{args.src} -> {out}: {entry.name}, {n} tensors" + (f" ({report.describe()})" if not report.ok else ""))
+    print(
+        f"{args.src} -> {out}: {entry.name}, {n} tensors"
+        + (f" ({report.describe()})" if report and not report.ok else "")
+    )
     return 0
 
 
@@ -340,7 +346,8 @@ def _add_convert(sub: _Commands) -> None:
     p.add_argument("--model", required=True, help="the zoo architecture the checkpoint is for")
     p.add_argument("-o", "--output", type=Path, required=True, help="out.safetensors, or a directory (save_pretrained)")
     p.add_argument("--source", choices=("auto", "paddle", "mobilezoo", "torchvision", "timm"), default="auto")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size (default: 1000, or a training .ckpt's own)")  # fmt: skip
     p.set_defaults(func=cmd_convert)
 
 
