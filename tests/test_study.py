@@ -210,6 +210,55 @@ def test_a_budget_run_refits_its_steps_at_the_warmups_end_to_the_pace_it_measure
     assert all(torch.equal(a[k], b[k]) for k in a) and t["top1"] == whole["top1"]
 
 
+def test_a_budget_run_refits_again_at_half_its_steps_with_the_lr_continuous(data, tmp_path):
+    """The second re-fit: after the first (at the warm-up's end), the run stops at half its re-fitted steps, sets
+    its end from the time spent and the pace of the steps since, and its cosine gets a knot there: the lr before
+    the knot is the one it trained with, continuous at it, zero at the new end; the run then resumes exactly: it
+    equals a run planned with the final steps from the start (same lr at every step, up to rounding)."""
+    from mobilezoo.study.plan import Settings
+    from mobilezoo.study.training import (
+        _steps_per_epoch,
+        budget_recipe,
+        mid_refit_point,
+        refit_budget,
+        study_recipe,
+        train_model,
+    )
+    from mobilezoo.train import load_checkpoint
+    from mobilezoo.train.engine import lr_factor
+
+    s = Settings(str(data), models=[MODELS[0]], budget_min=0.2,
+                 overrides=["batch_size=32", "warmup_epochs=1", "channels_last=false"]).check()  # fmt: skip
+    r0 = study_recipe(s, MODELS[0])
+    spe = _steps_per_epoch(s, r0)
+    recipe, plan = budget_recipe(r0, s, steps_per_s=100 / 12, steps_per_epoch=spe)  # 100 steps planned
+    plan["probe"] = {"steps_per_s": 100 / 12}
+    first = {"at_step": 20, "total_steps": 100, "steps_per_s": 100 / 12}  # as if re-fitted at step 20 to 100 steps
+    assert mid_refit_point({**plan, "refit": first}) == 50 and mid_refit_point(plan) is None
+    assert mid_refit_point({**plan, "refit": {**first, "total_steps": 39}}) is None  # too short a second half
+    plan["refit"] = first
+    mid, rec = refit_budget(MODELS[0], s, recipe, plan, tmp_path / "a", progress=False, at=50)
+    assert load_checkpoint(tmp_path / "a" / "last.ckpt")["global_step"] == rec["at_step"] == 50
+    assert (
+        rec["paced_steps"] == 46
+        and 0 < rec["spent_s"] < 12
+        and abs(rec["planned_train_s"] - 12) <= 1 / rec["steps_per_s"]
+    )
+    assert (mid.total_steps, mid.epochs, mid.cosine_knot_step) == (
+        rec["total_steps"],
+        -(-rec["total_steps"] // spe),
+        50,
+    )
+    f, g = lr_factor(recipe, spe), lr_factor(mid, spe)
+    assert [g(i) for i in range(51)] == pytest.approx([f(i) for i in range(51)], rel=1e-12)  # as it trained
+    assert g(rec["total_steps"]) == pytest.approx(0, abs=1e-12) and g(rec["total_steps"] - 1) > 0
+    t = train_model(MODELS[0], s, mid, tmp_path / "a", progress=False)
+    assert t["steps"] == rec["total_steps"] and t["train_time_s"] > rec["spent_s"]
+    whole = train_model(MODELS[0], s, mid, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(t["checkpoint"])["model"], load_checkpoint(whole["checkpoint"])["model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-6) for k in a)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -31,7 +31,7 @@ from mobilezoo.train import (
     load_checkpoint,
     load_recipe,
 )
-from mobilezoo.train.engine import _param_groups, lr_factor
+from mobilezoo.train.engine import _check_total_steps, _param_groups, lr_factor
 from mobilezoo.train.recipes import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +118,29 @@ def test_lr_schedule_is_paddleclas_per_iteration_cosine_with_linear_warmup():
     assert f(201) == pytest.approx(0.5 * (1 + math.cos(math.pi / 800)))
     p = lr_factor(load_recipe("imagenet", "MobileNetV1_x1_0"), 10)
     assert [p(299), p(300), p(600), p(900)] == pytest.approx([1, 0.1, 0.01, 0.001])
+
+
+def test_a_cosine_knot_keeps_the_schedule_before_it_and_the_lr_continuous_then_ends_at_zero():
+    """A run fitted to 1000 steps re-fitted at step 600 to end at 1400: the lr before 600 is the old schedule's
+    (pk = its progress there), continuous at 600, then a cosine of the remaining progress to zero at 1400."""
+    old = load_recipe("cifar10", MODEL, ["epochs=10", "total_steps=1000", "warmup_epochs=2"])
+    f = lr_factor(old, 100)
+    pk = (600 - 200) / (1000 - 200)
+    new = old.with_overrides({"epochs": 14, "total_steps": 1400, "cosine_knot_step": 600, "cosine_knot_progress": pk})
+    g = lr_factor(new, 100)
+    assert [g(i) for i in (0, 100, 200, 350, 599)] == pytest.approx([f(i) for i in (0, 100, 200, 350, 599)])
+    assert g(600) == pytest.approx(f(600)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert g(1000) == pytest.approx(0.5 * (1 + math.cos(math.pi * (pk + (1 - pk) * 400 / 800))))
+    assert g(1400) == pytest.approx(0.0, abs=1e-12) and g(1399) > 0
+    assert all(g(i) >= g(i + 1) for i in range(200, 1400))  # still decreasing through the knot
+
+
+@pytest.mark.parametrize("knot", [150, 1000])
+def test_a_cosine_knot_outside_the_cosine_is_refused(knot):
+    rec = recipe(epochs=10, total_steps=1000, warmup_epochs=2, cosine_knot_step=knot, cosine_knot_progress=0.5)
+    with pytest.raises(RecipeError, match=f"'cosine_knot_step': {knot} must lie after the warm-up and before the "
+                                          "last step \\(1000\\)"):  # fmt: skip
+        _check_total_steps(rec, 100)
 
 
 def test_bn_is_not_decayed_where_paddleclas_says_so():

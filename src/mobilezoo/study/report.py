@@ -46,8 +46,8 @@ def _epochs_text(rows: list[dict[str, Any]]) -> str:
     return "?" if not eps else f"{eps[0]:g}" if len(eps) == 1 else f"{eps[0]:g}-{eps[-1]:g}"
 
 
-def _refitted(doc: dict[str, Any]) -> bool:
-    return any((r.get("plan") or {}).get("refit") for r in doc["models"].values())
+def _refitted(doc: dict[str, Any], key: str = "refit") -> bool:
+    return any((r.get("plan") or {}).get(key) for r in doc["models"].values())
 
 
 def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -55,11 +55,12 @@ def _setup_lines(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     done = [r["model"] for r in rows]
     missing = [n for n in s["models"] if n not in done]
     if s["budget_min"] is not None:
+        again = " and again at half its steps" if _refitted(doc, "refit_mid") else ""
         how = (f"a wall-clock training budget of {s['budget_min']:g} min per model (the same for all); each model's "
                "steps (the last epoch partial) and cosine schedule fitted to it from a "
                f"{s['probe_steps']}-step speed probe (its median step"
-               + ("), then re-fitted at the end of the warm-up to the pace the run itself measured (the Training "
-                  "table's run steps/s)" if _refitted(doc) else "")
+               + (f"), then re-fitted at the end of the warm-up{again} to the pace the run itself measured (the "
+                  "Training table's run steps/s)" if _refitted(doc) else "")
                + "; where the machine's speed changed, the Training table's trained / planned says so)")  # fmt: skip
     else:
         how = f"{_epochs_text(rows)} epochs per model (fixed)"
@@ -121,8 +122,9 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         t, p = rec.get("train"), rec.get("plan") or {}
         if not t:
             continue
-        probe, refit = p.get("probe") or {}, p.get("refit") or {}
-        p = {**p, **refit}  # the plan the run ended with
+        probe, refit, mid = p.get("probe") or {}, p.get("refit") or {}, p.get("refit_mid") or {}
+        p = {**p, **refit, **mid}  # the plan the run ended with
+        paces = " then ".join(f"{r['steps_per_s']:.2f}" for r in (refit, mid) if r)
         out.append({
             "model": name,
             "epochs": t["epochs"],
@@ -131,7 +133,7 @@ def _training_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "trained / planned": round(t["train_time_s"] / p["planned_train_s"], 2) if p.get("planned_train_s") else "",
             "over budget": "yes: not one whole epoch fits" if p.get("over_budget") else "",
             "probe steps/s": round(probe["steps_per_s"], 2) if probe else "",
-            **({"run steps/s (re-fit)": round(refit["steps_per_s"], 2) if refit else ""} if _refitted(doc) else {}),
+            **({"run steps/s (re-fit)": paces} if _refitted(doc) else {}),
             "train img/s": round(t["img_per_s"], 1),
             "final train loss": round(t["final_loss"], 4) if t.get("final_loss") is not None else "",
             "device": t["device"],

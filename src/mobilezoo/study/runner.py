@@ -18,7 +18,7 @@ from ..train import Recipe
 from .measure import measure_model
 from .plan import State
 from .report import write_report
-from .training import plan_model, refit_budget, refit_point, train_model
+from .training import mid_refit_point, plan_model, refit_budget, refit_point, train_model
 
 __all__ = ["run_study"]
 
@@ -80,18 +80,21 @@ def _note_machine(state: State, name: str) -> None:
         state.update(name, training_machines=[*machines, machine_key()])
 
 
-def _refit(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None:
-    """A budget run trains to its warm-up's end, then its steps are re-fitted to the pace it really runs at."""
+def _refit(state: State, i: int, name: str, bar: _Overall, progress: bool, key: str = "refit") -> None:
+    """A budget run trains to its warm-up's end (``key="refit"``), or to half its steps (``"refit_mid"``), then its
+    steps are re-fitted to the pace it really runs at."""
     rec = state.model(name)
     plan = rec["plan"]
-    at = refit_point(plan)
-    if state.settings.budget_min is None or "refit" in plan or at is None:
+    at = refit_point(plan) if key == "refit" else mid_refit_point(plan)
+    if state.settings.budget_min is None or key in plan or at is None:
         return
-    what = f"training to step {at} of {plan['total_steps']}, then re-fitting the steps to the budget at its pace"
+    total = (plan.get("refit") or plan)["total_steps"]
+    what = f"training to step {at} of {total}, then re-fitting the steps to the budget at its pace"
     bar.stage(i, name, what, _guess_s(state))
     _note_machine(state, name)
-    recipe, refit = refit_budget(name, state.settings, Recipe(**rec["recipe"]), plan, state.run_dir(name), progress)
-    state.update(name, plan={**plan, "refit": refit}, recipe=recipe.to_dict())
+    recipe, refit = refit_budget(name, state.settings, Recipe(**rec["recipe"]), plan, state.run_dir(name), progress,
+                                 at=at)  # fmt: skip
+    state.update(name, plan={**plan, key: refit}, recipe=recipe.to_dict())
 
 
 def _train(state: State, name: str, progress: bool) -> dict[str, Any]:
@@ -110,10 +113,11 @@ def _one(state: State, i: int, name: str, bar: _Overall, progress: bool) -> None
         state.update(name, status="planned", plan=plan, recipe=recipe.to_dict())
     if state.status(name) == "planned":
         _refit(state, i, name, bar, progress)
+        _refit(state, i, name, bar, progress, key="refit_mid")
         rec = state.model(name)
         recipe = Recipe(**rec["recipe"])
         resumed = (state.run_dir(name) / "last.ckpt").is_file()
-        plan = rec["plan"].get("refit") or rec["plan"]
+        plan = rec["plan"].get("refit_mid") or rec["plan"].get("refit") or rec["plan"]
         planned = plan.get("planned_train_s")
         eps = plan.get("epochs_in_budget") or recipe.epochs
         what = f"training {eps:.3g} epochs" + (f" (~{planned / 60:.1f} min)" if planned else "")

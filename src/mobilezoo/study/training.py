@@ -8,7 +8,10 @@ the warm-up is capped at :data:`WARMUP_SHARE` of them, and the cosine schedule r
 probe can miss the run's real pace (by up to 25% measured: data-loading stalls, a machine's changing speed), so
 the run itself re-fits: at the end of its warm-up (:func:`refit_point`; the cosine has not started, so the schedule
 stays continuous) it stops, and its remaining steps are set from the training time already spent and the pace
-measured over those steps (:func:`refit_budget`); then it resumes exactly to the new end.
+measured over those steps (:func:`refit_budget`); then it resumes exactly to the new end. At half its steps
+(:func:`mid_refit_point`) it re-fits once more the same way, the cosine given a knot there so the lr stays
+continuous: a machine that slows down (or speeds up) during the run moves its end by no more than the change over
+the second half.
 Evaluation runs once, after the last epoch (``eval_every = epochs``): the budget goes to training, and the test
 split is never used to pick a checkpoint.
 """
@@ -23,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..train import Recipe, TrainConfig, TrainingInterrupted, fit, load_recipe, parse_overrides
+from ..train import Recipe, TrainConfig, TrainingInterrupted, cosine_progress, fit, load_recipe, parse_overrides
 from .plan import Settings
 
-__all__ = ["REFIT_MIN_STEPS", "WARMUP_SHARE", "budget_recipe", "probe_speed", "refit_budget", "refit_point",
-           "study_recipe", "train_model"]  # fmt: skip
+__all__ = ["REFIT_MIN_STEPS", "WARMUP_SHARE", "budget_recipe", "mid_refit_point", "probe_speed", "refit_budget",
+           "refit_point", "study_recipe", "train_model"]  # fmt: skip
 
 WARMUP_SHARE = 0.15
 """The largest share of a study run (``--epochs`` or budget-fitted) spent in the linear warm-up, unless
@@ -138,14 +141,27 @@ def budget_recipe(
 
 
 def refit_point(plan: dict[str, Any]) -> int | None:
-    """The optimizer step where a budget run re-fits its steps: its warm-up's end, so the schedule stays continuous
-    (at least :data:`REFIT_MIN_STEPS`: after a shorter warm-up the cosine bends a little there); None for a run too
-    short to re-fit (or one not fitted to a budget)."""
+    """The optimizer step where a budget run re-fits its steps: its warm-up's end, so the cosine has not started (at
+    least :data:`REFIT_MIN_STEPS`: after a shorter warm-up the cosine gets a knot there and stays continuous); None
+    for a run too short to re-fit (or one not fitted to a budget)."""
     total = plan.get("total_steps")
     if not total:
         return None
     at = max(REFIT_MIN_STEPS, round(plan["warmup_epochs"] * plan["steps_per_epoch"]))
     return at if at < total else None
+
+
+def mid_refit_point(plan: dict[str, Any]) -> int | None:
+    """The step where a budget run re-fits a second time, once it has re-fitted at its warm-up's end: half its
+    re-fitted steps, so a machine whose speed changes during the run (a virtual machine slowing down) moves the end
+    by at most the change over the second half; None without a first re-fit, after the second, or where either half
+    is shorter than :data:`REFIT_MIN_STEPS`."""
+    first = plan.get("refit")
+    if not first or "refit_mid" in plan:
+        return None
+    at = first["total_steps"] // 2
+    ok = at - first["at_step"] >= REFIT_MIN_STEPS and first["total_steps"] - at >= REFIT_MIN_STEPS
+    return at if ok else None
 
 
 def _spent_s(run_dir: Path) -> tuple[int, float]:
@@ -165,11 +181,18 @@ def _spent_s(run_dir: Path) -> tuple[int, float]:
 
 
 def refit_budget(
-    name: str, settings: Settings, recipe: Recipe, plan: dict[str, Any], run_dir: Path, progress: bool = True
+    name: str,
+    settings: Settings,
+    recipe: Recipe,
+    plan: dict[str, Any],
+    run_dir: Path,
+    progress: bool = True,
+    at: int | None = None,
 ) -> tuple[Recipe, dict[str, Any]]:
-    """Train ``name`` to its :func:`refit_point` (resuming its ``last.ckpt``), measuring the steps' real pace; the
-    recipe with the steps that fill the rest of the budget at that pace, and the re-fit's record."""
-    at = refit_point(plan)
+    """Train ``name`` to step ``at`` (its :func:`refit_point` by default; resuming its ``last.ckpt``), measuring the
+    steps' real pace; the recipe with the steps that fill the rest of the budget at that pace (the cosine given a
+    knot at ``at`` where it has begun, so the lr stays continuous), and the re-fit's record."""
+    at = refit_point(plan) if at is None else at
     assert at is not None
     done, _ = _spent_s(run_dir)
     clock = _StepClock()
@@ -185,12 +208,13 @@ def refit_budget(
                 raise
     steps, spent = _spent_s(run_dir)
     ticks = clock.ticks[:: max(1, recipe.accum_steps)][3:]  # the first steps (one-off costs) left out
-    pace = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) >= 5 else plan["probe"]["steps_per_s"]
+    before = (plan.get("refit") or plan["probe"])["steps_per_s"]  # the pace the run was last fitted to
+    pace = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) >= 5 else before
     left = max(0.0, settings.budget_min * 60 - spent)
     total = max(steps, steps + math.floor(left * pace))
     spe = plan["steps_per_epoch"]
     epochs = math.ceil(total / spe)
-    over = {"epochs": epochs, "total_steps": total}
+    over: dict[str, Any] = {"epochs": epochs, "total_steps": total, **_knot(recipe, spe, steps, total)}
     if "eval_every" not in parse_overrides(settings.overrides):
         over["eval_every"] = epochs
     record = {"at_step": steps, "spent_s": spent, "steps_per_s": pace, "img_per_s": pace * recipe.batch_size,
@@ -198,6 +222,16 @@ def refit_budget(
               "epochs_in_budget": total / spe, "planned_train_s": spent + (total - steps) / pace,
               "over_budget": total < spe}  # fmt: skip
     return recipe.with_overrides(over), record
+
+
+def _knot(recipe: Recipe, spe: int, step: int, total: int) -> dict[str, Any]:
+    """The cosine knot that keeps the lr continuous when a run at ``step`` is re-fitted to end at ``total``: the
+    progress it has reached, kept there (none before the cosine starts, or where the run ends at ``step``)."""
+    warm = round(recipe.warmup_epochs * spe)
+    old_total = recipe.total_steps or recipe.epochs * spe
+    if step <= warm or total <= step:
+        return {"cosine_knot_step": 0, "cosine_knot_progress": 0.0}
+    return {"cosine_knot_step": step, "cosine_knot_progress": cosine_progress(recipe, step, warm, old_total)}
 
 
 def plan_model(name: str, settings: Settings, workdir: Path) -> tuple[Recipe, dict[str, Any]]:

@@ -8,7 +8,15 @@ fit(TrainConfig(name, "../shared/data/cifar10", "runs/mv3s", load_recipe("cifar1
 """
 
 from .checkpoint import is_train_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .engine import TrainConfig, TrainingDiverged, TrainingInterrupted, TrainResult, build_eval_loader, fit
+from .engine import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    build_eval_loader,
+    cosine_progress,
+    fit,
+)
 from .evaluate import EvalResult, evaluate, plot_confusion
 from .losses import classification_loss, distill_loss
 from .recipes import Recipe, RecipeError, list_recipes, load_recipe, parse_overrides
@@ -23,6 +31,7 @@ __all__ = [
     "TrainingInterrupted",
     "build_eval_loader",
     "classification_loss",
+    "cosine_progress",
     "distill_loss",
     "evaluate",
     "evaluate_checkpoint",

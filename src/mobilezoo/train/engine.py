@@ -35,7 +35,15 @@ from .recipes import Recipe, RecipeError
 if TYPE_CHECKING:
     from ..models.registry import ModelEntry
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_eval_loader", "fit"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "build_eval_loader",
+    "cosine_progress",
+    "fit",
+]
 
 log = logging.getLogger("mobilezoo.train")
 
@@ -112,6 +120,17 @@ def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def cosine_progress(recipe: Recipe, it: int, warm: int, total: int) -> float:
+    """How far the cosine has gone at step ``it`` (0 at the warm-up's end, 1 at ``total``); with a knot
+    (``cosine_knot_step``, a re-fitted run) linear to ``cosine_knot_progress`` there, then linear to 1."""
+    k, pk = recipe.cosine_knot_step, recipe.cosine_knot_progress
+    if k > warm:
+        if it < k:
+            return pk * (it - warm) / (k - warm)
+        return min(1.0, pk + (1 - pk) * (it - k) / max(1, total - k))
+    return min(it - warm, total - warm) / max(1, total - warm)
+
+
 def lr_factor(recipe: Recipe, steps_per_epoch: int):
     """Per-iteration lr multiplier: linear warmup from 0, then cosine to 0 (or piecewise by epoch)."""
     total = recipe.total_steps or recipe.epochs * steps_per_epoch
@@ -121,7 +140,7 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int):
         if it < warm:
             return it / warm
         if recipe.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(it - warm, total - warm) / max(1, total - warm)))
+            return 0.5 * (1 + math.cos(math.pi * cosine_progress(recipe, it, warm, total)))
         if recipe.schedule == "piecewise":
             return recipe.gamma ** sum(it >= m * steps_per_epoch for m in recipe.milestones)
         if recipe.schedule == "constant":
@@ -383,12 +402,17 @@ def _check_crops(recipe: Recipe, model: nn.Module, name: str) -> None:
 
 
 def _check_total_steps(recipe: Recipe, steps_per_epoch: int) -> None:
-    """``total_steps`` must end inside the last epoch: more epochs would train past the schedule's end."""
+    """``total_steps`` must end inside the last epoch: more epochs would train past the schedule's end; a cosine
+    knot must lie inside the cosine."""
     n = recipe.total_steps
     if n and not (recipe.epochs - 1) * steps_per_epoch < n <= recipe.epochs * steps_per_epoch:
         need = math.ceil(n / steps_per_epoch)
         raise RecipeError(f"recipe field 'total_steps': {n} steps at {steps_per_epoch} per epoch end in epoch {need}, "
                           f"not in epoch {recipe.epochs} (set epochs={need})")  # fmt: skip
+    k, total = recipe.cosine_knot_step, n or recipe.epochs * steps_per_epoch
+    if k and not round(recipe.warmup_epochs * steps_per_epoch) < k < total:
+        raise RecipeError(f"recipe field 'cosine_knot_step': {k} must lie after the warm-up and before the last "
+                          f"step ({total})")  # fmt: skip
 
 
 def _init_distributed(cfg: TrainConfig) -> _Dist:

@@ -33,6 +33,11 @@ class Recipe:
     """optimizer steps in all; 0: every epoch in full. Set, the run ends after this many steps, inside its last
     epoch (``epochs`` must be the epochs they reach into), and the cosine reaches zero there: a run fitted to a
     wall-clock budget"""
+    cosine_knot_step: int = 0
+    cosine_knot_progress: float = 0.0
+    """a cosine re-fitted mid-run (0: none): its progress runs linearly from the warm-up's end to
+    ``cosine_knot_progress`` at step ``cosine_knot_step``, then linearly to 1 at the last step, so a budget run whose
+    steps are re-fitted inside the cosine keeps its lr continuous"""
     batch_size: int = 128
     """per device; the global batch is batch_size x world size"""
     base_batch: int = 128
@@ -133,6 +138,8 @@ _FRACTION = (lambda v: 0 <= v < 1), "0 <= x < 1"
 RANGES: dict[str, tuple[Any, str]] = {
     "epochs": _at_least(1),
     "total_steps": _at_least(0),
+    "cosine_knot_step": _at_least(0),
+    "cosine_knot_progress": _FRACTION,
     "batch_size": _at_least(1),
     "base_batch": _at_least(1),
     "lr": ((lambda v: v > 0), "a number > 0"),
