@@ -264,6 +264,30 @@ def test_openvino_leaves_the_callers_cpu_affinity_as_it_was():
     assert os.sched_getaffinity(0) == before
 
 
+def test_openvino_static_calls_each_compute_their_own_input_and_keep_earlier_outputs():
+    """A static-shape OpenVINO session copies each input into the request's bound input tensor and runs ``infer()``
+    without arguments: every call must see its own input (not the previous one's, nor the buffer's zeros), a
+    returned tensor must not change when the next call overwrites the engine's buffers, and a non-contiguous or
+    float64 input is copied in like any other."""
+    pytest.importorskip("openvino")
+    model = mz.create_model("MobileNetV3_small_x0_35", weights="random")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # BatchNorm statistics of real activations: untrained, its logits barely depend on the input
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.momentum = None
+        model.train()(torch.randn(16, 3, 224, 224, generator=gen))
+    model.eval()
+    xs = [torch.randn(1, 3, 224, 224, generator=gen) for _ in range(3)]
+    xs[2] = torch.randn(1, 224, 224, 3, generator=gen, dtype=torch.float64).permute(0, 3, 1, 2)  # strided, float64
+    with torch.no_grad():
+        refs = [model(x.float()) for x in xs]
+    sess = backends.get("openvino").open(model, threads=1, batch_size=1)
+    outs = [sess(x) for x in xs]
+    for out, ref in zip(outs, refs):
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (outs[0] - outs[1]).abs().max() > 1e-3 * refs[0].abs().max()  # the inputs differ, so must the outputs
+
+
 def test_engine_knobs_open_as_asked_are_recorded_and_checked():
     """Each engine's own settings (``Backend.knobs``): the session records every one (defaults included), computes
     the same logits, and an unknown knob or value is one line naming the choices."""

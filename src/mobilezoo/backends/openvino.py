@@ -123,12 +123,15 @@ class OpenVinoBackend(Backend):
         static = self._static(graph, batch_size, precision, threads, **extra) if batch_size else None
         request = static.create_infer_request() if static is not None else None
         shape = tuple(int(d) for d in static.input(0).get_shape()) if static is not None else None
+        buf = _bound_input(static, request) if static is not None else None
         dynamic: list = []
 
         @_keeps_affinity
         def run(arr: np.ndarray) -> Any:
-            if arr.shape == shape:
-                return request.infer({0: arr}, share_inputs=True, share_outputs=True)[0]
+            if arr.shape == shape:  # into the request's own bound input: infer() skips the per-call input dict
+                np.copyto(buf, arr)
+                request.infer()
+                return request.get_output_tensor(0).data
             if not dynamic:
                 dynamic.append(ovc.compile_model(graph, "CPU", {**self._config(precision, threads, False), **extra}))
             return dynamic[0](arr)[0]
@@ -136,8 +139,20 @@ class OpenVinoBackend(Backend):
         def prepare(x) -> np.ndarray:
             return np.ascontiguousarray(x.detach().cpu().float().numpy())
 
-        keep = [ovc, graph, static, request, dynamic]
+        keep = [ovc, graph, static, request, dynamic, buf]
         return Session(self.name, precision, "cpu", run, prepare, to_torch, artifact=artifact, knobs=knobs, keep=keep)
+
+
+def _bound_input(compiled, request) -> np.ndarray:
+    """A buffer of the static input's shape and type, set once as the request's input tensor (shared memory): a
+    call copies its input there and runs ``infer()`` without arguments, 0.03 ms less per call than passing a dict
+    (0.463 -> 0.432 ms on a 0.37 ms int8 network, AMD EPYC 25/17; ``benchmarks/results/ov_int8_nodes_v3s_amd.md``)."""
+    import openvino as ov
+
+    port = compiled.input(0)
+    buf = np.zeros(tuple(int(d) for d in port.get_shape()), dtype=port.get_element_type().to_dtype())
+    request.set_input_tensor(ov.Tensor(buf, shared_memory=True))
+    return buf
 
 
 def _keeps_affinity(fn):
