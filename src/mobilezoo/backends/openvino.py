@@ -145,8 +145,7 @@ class OpenVinoBackend(Backend):
 
 def _bound_input(compiled, request) -> np.ndarray:
     """A buffer of the static input's shape and type, set once as the request's input tensor (shared memory): a
-    call copies its input there and runs ``infer()`` without arguments, 0.03 ms less per call than passing a dict
-    (0.463 -> 0.432 ms on a 0.37 ms int8 network, AMD EPYC 25/17; ``benchmarks/results/ov_int8_nodes_v3s_amd.md``)."""
+    call copies its input there and runs ``infer()`` without arguments instead of passing a dict each time."""
     import openvino as ov
 
     port = compiled.input(0)
