@@ -19,6 +19,8 @@ from mobilezoo.bench.results import read_csv, read_run, write_csv, write_json
 from mobilezoo.cli import main
 from mobilezoo.measure import gate, harness, stats
 
+from .conftest import DATA
+
 TINY = "MobileNetV3_small_x0_35"
 SMALL_INPUT = 64
 # The grid run below gates int8 too. prepare_model sets BatchNorm statistics from noise at half the input size: at
@@ -431,6 +433,59 @@ def test_per_layer_on_an_engine_times_the_artifact_with_its_own_profiler(engine,
     assert main([*args, "--backends", "ncnn", "--iters", "2"]) != 0
     err = capsys.readouterr().err
     assert "ncnn has no per-node profiler here (onnxruntime and openvino have)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_per_layer_int8_profiles_the_int8_artifact_the_engine_runs(engine, capsys, tmp_path):
+    from mobilezoo.bench.perlayer import per_layer
+    from mobilezoo.measure.machine import Peaks
+
+    if engine == "openvino":
+        pytest.importorskip("nncf")
+    model = prepare_model("MobileNetV3_small_x0_35", "random", input_size=SMALL_INPUT)
+    peaks = Peaks("cpu", 1, peak_gflops=100.0, dram_gbps=10.0, cache_gbps=50.0, cache_bytes=1 << 20)
+    res = per_layer(model, input_size=SMALL_INPUT, iters=2, peaks=peaks, backend=engine, precision="int8")
+    assert res.precision == "int8" and ".int8." in res.engine
+    convs = [n for n in res.nodes if "Conv" in n.op]
+    if engine == "onnxruntime":  # the QDQ graph as ONNX Runtime fused it: integer convolutions
+        assert {n.op for n in convs} >= {"QLinearConv"} and "Conv" not in {n.op for n in convs}
+    else:  # OpenVINO names each kernel by its input precision: every convolution runs on int8 inputs
+        assert convs and all(n.kernel.lower().endswith("i8") for n in convs), {n.kernel for n in convs}
+    rows = [r for r in res.rows if r["kind"].startswith("conv") and r["MACs"] > 0]
+    assert rows and all(r["time_ms"] > 0 and r["engine_ops"] != "-" for r in rows)
+    args = ["bench", "--per-layer", "MobileNetV3_small_x0_35", "--random-weights", "--input-size", "32"]
+    calib = str(DATA / "cifar10-mini" / "train")
+    assert main([*args, "--precision", "int8"]) != 0  # eager PyTorch has no int8 here
+    err = capsys.readouterr().err
+    assert "--per-layer in eager PyTorch times fp32, fp16 or bf16, not int8; for int8 name an engine" in err
+    assert main([*args, "--backends", engine, "--calib", calib]) != 0
+    err = capsys.readouterr().err
+    assert "--calib calibrates --precision int8 on an engine" in err and "Traceback" not in err
+    assert (
+        main(
+            [
+                *args,
+                "--backends",
+                engine,
+                "--precision",
+                "int8",
+                "--calib",
+                calib,
+                "--num-calib",
+                "16",
+                "--iters",
+                "2",
+                "-o",
+                str(tmp_path),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads((tmp_path / "per_layer_MobileNetV3_small_x0_35.json").read_text())
+    assert ".int8." in doc["engine"] and doc["by_engine_op"]
+    assert "16 images" in capsys.readouterr().err
 
 
 def test_peaks_bandwidth_levels():

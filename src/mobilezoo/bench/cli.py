@@ -138,9 +138,30 @@ def _print_rows(rows: list[dict], fmt: str) -> None:
     _table.render(rows, fmt, columns=cols, title="mobilezoo bench (ms per batch; images/s at the median)")
 
 
+def _per_layer_calib(args: argparse.Namespace, model, precision: str, backend: str):
+    """``--calib DIR``'s images, preprocessed as ``model``'s at ``--input-size`` (int8 on an engine only); None: the
+    fixed noise batch."""
+    if not args.calib:
+        return None
+    if precision != "int8" or backend == "torch":
+        raise ValueError("--calib calibrates --precision int8 on an engine (--backends onnxruntime or openvino)")
+    from ..data import eval_preprocess
+    from ..quant import calibration_set
+
+    pre = eval_preprocess(model)
+    if pre.crop_size != args.input_size:  # the model's own preprocessing, scaled to the profiled input size
+        pre = eval_preprocess(
+            model, crop_size=args.input_size, resize_short=round(pre.resize_short * args.input_size / pre.crop_size)
+        )
+    cs = calibration_set(args.calib, pre, n=args.num_calib)
+    print(f"{args.calib}: {cs.line()}", file=sys.stderr)
+    return cs.images
+
+
 def cmd_per_layer(args: argparse.Namespace) -> int:
     from .. import _table
     from ..models import get_entry
+    from .grid import prepare_model
     from .perlayer import per_layer
 
     name = get_entry(args.per_layer).name
@@ -152,10 +173,11 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
     batch = _ints(args.batch_sizes)[0] if args.batch_sizes else 1
     precision = _csv(args.precision)[0] if args.precision else "fp32"
     backend = _csv(args.backends)[0] if args.backends else "torch"
-    if backend != "torch" and (precision != "fp32" or args.device != "cpu"):
-        raise ValueError(f"--per-layer on {backend} profiles fp32 on the CPU")
+    if backend != "torch" and args.device != "cpu":
+        raise ValueError(f"--per-layer on {backend} profiles on the CPU")
+    model = prepare_model(name, chosen_weights(args), input_size=args.input_size)
     res = per_layer(
-        name,
+        model,
         threads=threads,
         device=args.device,
         precision=precision,
@@ -163,14 +185,15 @@ def cmd_per_layer(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         iters=args.iters,
         fuse=args.fuse,
-        weights=chosen_weights(args),
         backend=backend,
+        calib=_per_layer_calib(args, model, precision, backend),
     )
     p = res.peaks
     title = (
         f"{name} per layer: {res.engine}, {precision}, {args.device}, {threads} thread(s), batch {batch}; roofline "
         f"from measured ceilings {p['peak_gflops']} GFLOP/s, {p['cache_gbps']}/{p.get('llc_gbps')}/{p['dram_gbps']} "
         "GB/s (cache/LLC/DRAM); FLOPs = 2 x MACs"
+        + ("; the compute ceiling is fp32's: int8 layers can run above it" if precision == "int8" else "")
     )
     _table.render(res.rows, args.format, title=title)
     _table.render(res.by_kind(), args.format, title="time share vs MACs share by operator kind")
@@ -319,6 +342,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--per-layer", metavar="MODEL", help="where the time goes in MODEL, layer by layer")
     p.add_argument("--iters", type=int, default=30, help="--per-layer: passes per layer timing")
     p.add_argument("--fuse", action="store_true", help="--per-layer: fold BatchNorm first (as deployed)")
+    p.add_argument(
+        "--calib",
+        help="--per-layer --precision int8 on an engine: folder of real images to calibrate on "
+        "(default: a fixed noise batch; the times are the same, the ranges are not)",
+    )
+    p.add_argument("--num-calib", type=int, default=256, help="--calib: images to use (default: %(default)s)")
     p.set_defaults(func=cmd_bench)
 
     p = subparsers.add_parser("report")

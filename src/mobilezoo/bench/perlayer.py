@@ -143,16 +143,27 @@ def per_layer(
     peaks: Peaks | None = None,
     weights: str | None = None,
     backend: str = "torch",
+    calib: torch.Tensor | None = None,
 ) -> PerLayerResult:
     """Time every layer of ``model`` (a zoo name with ``weights``, :func:`mobilezoo.create_model`'s; or a module)
     and set it beside its costs: in eager PyTorch (``backend="torch"``, module hooks), or as the artifact that an
     engine runs (``onnxruntime``, ``openvino``: the engine's own export, timed by the engine's own profiler, each
-    executed node charged to the module its name scopes; the graph is the deployed one, BatchNorm folded)."""
+    executed node charged to the module its name scopes; the graph is the deployed one, BatchNorm folded).
+    ``precision="int8"`` on an engine profiles the int8 artifact that engine runs (:func:`mobilezoo.quant.quantize_ptq`:
+    ONNX Runtime's QDQ, or NNCF's IR on OpenVINO) calibrated on ``calib`` (N x C x H x W; default: a fixed noise
+    batch, as the bench grid's int8 rows: the kernels, hence the times, are the same, the ranges are not)."""
     from ..models.fuse import fuse_bn
     from ..profile import profile_model
 
     if backend != "torch":
-        return _engine_per_layer(model, backend, threads, batch_size, input_size, iters, peaks, weights)
+        return _engine_per_layer(
+            model, backend, threads, batch_size, input_size, iters, peaks, weights, precision, calib
+        )
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(
+            f"--per-layer in eager PyTorch times fp32, fp16 or bf16, not {precision}; for int8 name an "
+            f"engine: --backends onnxruntime or openvino"
+        )
 
     if isinstance(model, str):
         from .grid import prepare_model
@@ -294,8 +305,35 @@ def _node_owner(net: nn.Module, known: set[str]):
     return owner
 
 
-def _engine_per_layer(model, backend, threads, batch_size, input_size, iters, peaks, weights) -> PerLayerResult:
+INT8_TOOLCHAIN = {"onnxruntime": "onnxruntime", "openvino": "nncf"}
+"""Which of :func:`mobilezoo.quant.quantize_ptq`'s toolchains makes the int8 artifact each profiling engine runs."""
+
+
+def _artifact(eng, model: nn.Module, out: str, input_size: int, precision: str, calib: torch.Tensor | None):
+    """The file the engine runs at ``precision``: its fp32 export, or the int8 artifact of its own toolchain."""
+    if precision == "fp32":
+        return eng.export(model, out, input_size=input_size)
+    if precision != "int8" or eng.name not in INT8_TOOLCHAIN:
+        raise ValueError(
+            f"--per-layer on {eng.name} profiles fp32" + (" or int8" if eng.name in INT8_TOOLCHAIN else "")
+        )
+    from ..quant import quantize_ptq
+
+    if calib is None:
+        calib = torch.randn(8, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    if calib.shape[-1] != input_size:
+        raise ValueError(
+            f"the calibration images are {calib.shape[-1]}x{calib.shape[-2]} after this model's "
+            f"preprocessing but --input-size is {input_size}: give --input-size {calib.shape[-1]}"
+        )
+    return quantize_ptq(model, calib, out, toolchain=INT8_TOOLCHAIN[eng.name]).int8
+
+
+def _engine_per_layer(
+    model, backend, threads, batch_size, input_size, iters, peaks, weights, precision="fp32", calib=None
+) -> PerLayerResult:
     from .. import backends
+    from ..backends.base import quiet
     from ..measure.harness import QUICK, measure, pinned
     from ..models.rewrite import deploy_form
     from ..profile import profile_model
@@ -312,9 +350,10 @@ def _engine_per_layer(model, backend, threads, batch_size, input_size, iters, pe
     peaks = peaks or measure_peaks(threads or 1, "cpu", "fp32")
     x = torch.randn(batch_size, 3, input_size, input_size)
     with tempfile.TemporaryDirectory(prefix="mobilezoo-perlayer-") as tmp, pinned(threads or 1):
-        path = eng.export(model, tmp, input_size=input_size)
+        with quiet():
+            path = _artifact(eng, model, tmp, input_size, precision, calib)
         nodes = eng.profile(path, x, threads=threads or 1, iters=iters)
-        sess = eng.open(path, threads=threads or 1, batch_size=batch_size)
+        sess = eng.open(path, threads=threads or 1, batch_size=batch_size, precision=precision)
         plain = measure(sess.timed_call(x), QUICK).stats.median_ms
     owner = _node_owner(net, set(stats))
     samples: dict[str, list[float]] = defaultdict(lambda: [0.0] * iters)
@@ -335,7 +374,7 @@ def _engine_per_layer(model, backend, threads, batch_size, input_size, iters, pe
     med = statistics.median(total)
     engine = f"{backend} {eng.version()} ({path.name}, its own profiler)"
     return PerLayerResult(
-        name, "cpu", threads or 1, "fp32", batch_size, plain, med, peaks.as_dict(), rows, engine, nodes
+        name, "cpu", threads or 1, precision, batch_size, plain, med, peaks.as_dict(), rows, engine, nodes
     )
 
 
