@@ -577,6 +577,28 @@ def test_peers_reduced_goal_is_judged_on_the_evaluated_artifact_of_the_trained_b
     assert g["reduced_wrong"] == ["mobilezoo-int8-onnxruntime: wrong, not timed"]
 
 
+def test_peers_a_goal_stands_against_a_faster_noisy_peer_only_beyond_that_peers_spread():
+    peers = _peers_module()
+    t = "cifar10-32"
+    acc = {m: {"fp32": 86.46, "mobilezoo-int8-executorch": 86.51} for m in "AB"}
+    rows = []
+    for m, noisy_ms in (("A", 1.188), ("B", 0.70)):  # A: the committed MobileNetV1 run's figures (peers_cpu_v1_amd)
+        rows += [
+            _row(m, "litert", noisy_ms, block=t, rr=0.20, noisy=True),  # faster, but 20% run to run: no baseline
+            _row(m, "executorch", 1.249, block=t, rr=0.02),
+            _row(m, "mobilezoo-int8-executorch", 0.420, "int8", block=t, rr=0.01),
+        ]
+    goals = {g["model"]: g for g in peers.evaluate(rows, acc)}
+    a, b = goals["A"], goals["B"]
+    assert a["reduced_vs_peer"] == "executorch" and a["reduced_speedup_vs_best_fp32_peer"] == pytest.approx(
+        1.249 / 0.42
+    )
+    # 1.188 / 0.420 = 2.83x: 89% beyond 1.5x against a 20% spread: no noise of that size undoes it
+    assert a["goal_reduced_1_5x"].startswith("reached; also against the 1 faster noisy fp32 peers, beyond their spread")
+    # 0.70 / 0.420 = 1.67x: 11% beyond 1.5x, within that row's 20%: the faster noisy peer leaves it unjudged
+    assert b["goal_reduced_1_5x"].startswith("not judged: 1 faster fp32 peers too noisy (against the fastest clean")
+
+
 def test_peers_never_time_a_wrong_answer():
     peers = _peers_module()
     ref = torch.ones(1, 10)
