@@ -259,6 +259,24 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, tiny,
     assert not any(k.startswith("module.") for k in a)  # plain state dicts
 
 
+def test_a_signal_during_the_final_evaluation_is_not_lost(tmp_path, tiny, monkeypatch):
+    from mobilezoo.train import engine
+
+    end_epoch = engine._end_epoch
+
+    def interrupted_last_epoch(run, epoch, row):  # SIGINT while the last epoch is evaluated and saved (no step left)
+        if epoch == run.cfg.recipe.epochs - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        end_epoch(run, epoch, row)
+
+    monkeypatch.setattr(engine, "_end_epoch", interrupted_last_epoch)
+    with pytest.raises(TrainingInterrupted, match="SIGINT: arrived as training finished"):
+        run(tiny, tmp_path / "r", recipe=recipe(epochs=1))
+    ck = load_checkpoint(tmp_path / "r" / "last.ckpt")
+    assert ck["epoch"] == 1  # the finished run was saved before the stop was honoured
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and the handler given back
+
+
 def test_a_run_of_total_steps_ends_inside_its_last_epoch_at_the_schedules_end_and_resumes_exactly(tmp_path, tiny):
     f = lr_factor(load_recipe("cifar10", MODEL, ["epochs=2", "total_steps=150", "warmup_epochs=0"]), 100)
     assert f(0) == 1 and f(75) == pytest.approx(0.5) and f(150) == 0  # the cosine ends at step 150, not 200

@@ -316,6 +316,13 @@ def fit(cfg: TrainConfig) -> TrainResult:
             _end_epoch(run, epoch, row)
     if run.writer is not None:
         run.writer.close()
+    if stop.signum is not None:  # after the last step (the final evaluation or save): the run is complete, but the
+        # caller (a study's next model, a script's next stage) must stop as asked, not carry on with the signal lost
+        raise TrainingInterrupted(
+            f"{signal.Signals(stop.signum).name}: arrived as training finished ({cfg.recipe.epochs} epochs); its "
+            f"checkpoints are saved in {run.out} (--resume {run.last_path} has nothing left to train)",
+            run.last_path,
+        )
     best = run.out / "best.ckpt"
     return TrainResult(run.out, run.pos.best_top1, run.last_path, best if best.exists() else None, run.history)
 
